@@ -1,0 +1,3 @@
+from ftuseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Shared CLI pieces: --quiet/--debug, and flags generated from every RunConfig field."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from ftuseg.config import PRESETS, RunConfig, make_config
+from ftuseg.errors import FtusegError
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or informational output")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
+
+def info(args: argparse.Namespace, *msg: object) -> None:
+    if not getattr(args, "quiet", False):
+        print(*msg, file=sys.stderr, flush=True)
+
+
+def _parse_mapping(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in part:
+            raise argparse.ArgumentTypeError(f"expected organ=value pairs, got {part!r}")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{k}: {v!r} is not a number") from None
+    return out
+
+
+def _optional_number(text: str) -> float | None:
+    return None if text.lower() in ("none", "null", "") else float(text)
+
+
+def _lr(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr must be a number or 'auto', got {text!r}") from None
+
+
+def add_config_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("preset",)) -> None:
+    """Every RunConfig field becomes ``--field-name`` (defaults come from the preset, not argparse)."""
+    g = p.add_argument_group("run configuration (defaults from --preset, then --config YAML)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="seed-512", help="named configuration")
+    g.add_argument("--config", dest="config_yaml", metavar="YAML", help="YAML file of config fields")
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        kw: dict = {"dest": f"cfg_{f.name}", "default": None, "metavar": f.name.upper()}
+        if hint is bool:
+            kw.pop("metavar")
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.name == "lr":
+            kw["type"] = _lr
+        elif f.name == "organ_mpp":
+            kw["type"] = _parse_mapping
+            kw["metavar"] = "ORGAN=MPP,..."
+        elif f.name in ("max_minutes",):
+            kw["type"] = _optional_number
+        elif f.name == "fold":
+            kw["type"] = int
+        elif hint in (int, float, str):
+            kw["type"] = hint
+        else:
+            kw["type"] = str
+        g.add_argument(flag, help=f"config field {f.name}", **kw)
+
+
+def config_from_args(args: argparse.Namespace, **forced: object) -> RunConfig:
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    overrides.update({k: v for k, v in forced.items() if v is not None})
+    try:
+        return make_config(args.preset, getattr(args, "config_yaml", None), **overrides)
+    except TypeError as exc:
+        raise FtusegError(f"config: {exc}") from None

@@ -1,0 +1,151 @@
+"""One typed configuration per run: presets, YAML round trip, CLI overrides.
+
+The same dataclass drives training, inference and the saved run directory (``config.yaml``), so a
+run directory alone is enough to rebuild its model and its pre-processing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftuseg.errors import FtusegError
+
+
+@dataclass
+class RunConfig:
+    # --- identity -----------------------------------------------------------------------------
+    preset: str = "seed-512"
+    # --- model --------------------------------------------------------------------------------
+    arch: str = "unet"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None  # None, a local checkpoint path, or "imagenet" (online only)
+    # --- geometry -----------------------------------------------------------------------------
+    mode: str = "whole"  # "whole": resize each image to image_size (seed); "tiled": tiles at target_mpp
+    image_size: int = 512
+    tile_size: int = 512
+    target_mpp: float = 1.0  # micrometres per pixel the network sees (tiled mode)
+    organ_mpp: dict[str, float] = field(default_factory=dict)  # per-organ override of target_mpp
+    # --- training -----------------------------------------------------------------------------
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float | str = "auto"  # a number, or "auto" for the LR range test's suggestion
+    weight_decay: float = 1e-4
+    max_minutes: float | None = None  # wall-clock budget; the one-cycle schedule follows it
+    val_fraction: float = 0.2
+    n_folds: int = 5
+    fold: int | None = None  # grouped k-fold index; None: a single grouped split of val_fraction
+    seed: int = 0
+    num_workers: int = 0
+    augment: str = "flips"  # "flips" (seed) or "full" (D4 + scale jitter + stain/colour)
+    tiles_per_epoch: int = 256
+    fg_fraction: float = 0.5  # share of training tiles centred on an FTU pixel
+    scale_jitter: float = 0.15
+    amp: bool = True  # autocast on CUDA (bf16/fp16); ignored on CPU
+    val_every: int = 1
+    # --- inference ----------------------------------------------------------------------------
+    overlap: float = 0.5
+    blend: str = "gaussian"  # "gaussian" or "cosine"
+    infer_batch_size: int = 8
+    tta: bool = False
+    threshold: float = 0.5
+    min_area: int = 0  # in full-resolution pixels
+    device: str = "auto"
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> RunConfig:
+        if self.mode not in ("whole", "tiled"):
+            raise FtusegError(f"config: mode must be 'whole' or 'tiled', got {self.mode!r}")
+        if self.augment not in ("flips", "full", "none"):
+            raise FtusegError(f"config: augment must be flips, full or none, got {self.augment!r}")
+        for name in ("image_size", "tile_size"):
+            v = getattr(self, name)
+            if v < 32 or v % 32:
+                raise FtusegError(f"config: {name} must be a multiple of 32 and >= 32, got {v}")
+        if not 0 <= self.overlap < 1:
+            raise FtusegError(f"config: overlap must be in [0, 1), got {self.overlap}")
+        if self.target_mpp <= 0:
+            raise FtusegError(f"config: target_mpp must be positive, got {self.target_mpp}")
+        if isinstance(self.lr, str):
+            if self.lr != "auto":
+                try:
+                    self.lr = float(self.lr)
+                except ValueError:
+                    raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
+        if self.fold is not None and not 0 <= self.fold < self.n_folds:
+            raise FtusegError(f"config: fold must be in [0, {self.n_folds}), got {self.fold}")
+        if self.blend not in ("gaussian", "cosine"):
+            raise FtusegError(f"config: blend must be gaussian or cosine, got {self.blend!r}")
+        return self
+
+    def mpp_for(self, organ: str | None) -> float:
+        return float(self.organ_mpp.get(str(organ), self.target_mpp)) if organ is not None else self.target_mpp
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        from ftuseg.io.atomic import atomic_write
+
+        with atomic_write(path) as fh:
+            yaml.safe_dump(self.to_dict(), fh, sort_keys=False)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed write-up: whole images squashed to 512x512, flips only, one-cycle AdamW.
+    "seed-512": dict(mode="whole", image_size=512, augment="flips", epochs=20, batch_size=8, lr="auto"),
+    # Tiles at a physical resolution, stain/geometry augmentation, blended sliding windows.
+    "tiled": dict(
+        mode="tiled", tile_size=512, target_mpp=1.0, augment="full", epochs=30, batch_size=8,
+        tiles_per_epoch=256, fg_fraction=0.5, overlap=0.5, lr=1e-3,
+    ),
+    # The embedded demo: the seed pipeline shrunk to finish in minutes on two CPU cores.
+    "demo": dict(mode="whole", image_size=128, augment="flips", epochs=12, batch_size=8, lr="auto"),
+}
+
+
+def config_field_names() -> list[str]:
+    return [f.name for f in fields(RunConfig)]
+
+
+def make_config(preset: str = "seed-512", yaml_path: str | os.PathLike | None = None, **overrides: Any) -> RunConfig:
+    """Preset, then YAML file, then explicit overrides (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise FtusegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values: dict[str, Any] = {"preset": preset, **PRESETS[preset]}
+    if yaml_path is not None:
+        values.update(_read_yaml(Path(yaml_path)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(config_field_names()))
+    if unknown:
+        raise FtusegError(f"config: unknown field(s) {', '.join(unknown)}")
+    return RunConfig(**values).validate()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FtusegError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FtusegError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise FtusegError(f"{path}: expected a mapping of config fields")
+    return data
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Load a saved run config (``config.yaml``)."""
+    data = _read_yaml(Path(path))
+    unknown = sorted(set(data) - set(config_field_names()))
+    if unknown:
+        raise FtusegError(f"{path}: unknown config field(s) {', '.join(unknown)}")
+    return RunConfig(**data).validate()

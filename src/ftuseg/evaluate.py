@@ -1,0 +1,77 @@
+"""Score a submission against the truth with the competition metric (mean per-image Dice)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from ftuseg.errors import FtusegError
+from ftuseg.io.dataset import expected_shape, read_csv_checked
+from ftuseg.metrics import dice_breakdown, dice_score
+from ftuseg.rle import decode_rle
+
+
+def resolve_truth_csv(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("test_solution.csv", "train.csv"):
+            if (path / name).exists():
+                return path / name
+        raise FtusegError(f"{path}: no train.csv or test_solution.csv with ground truth")
+    return path
+
+
+def score_submission(submission: pd.DataFrame, truth: pd.DataFrame, truth_name: str = "truth") -> pd.DataFrame:
+    """Per-image Dice for every truth row; an image missing from the submission counts as empty."""
+    sub = submission.copy()
+    sub["id"] = sub["id"].astype(str)
+    dup = sub["id"][sub["id"].duplicated()]
+    if len(dup):
+        raise FtusegError(f"submission: duplicate id {dup.iloc[0]!r}")
+    extra = set(sub["id"]) - set(truth["id"].astype(str))
+    if extra:
+        warnings.warn(f"submission has {len(extra)} id(s) not in {truth_name}, ignored (e.g. {sorted(extra)[0]})",
+                      stacklevel=2)
+    pred_rle = dict(zip(sub["id"], sub["rle"], strict=True))
+    rows = []
+    for i, row in truth.iterrows():
+        image_id = str(row["id"])
+        shape = expected_shape(row)
+        try:
+            t = decode_rle(row["rle"], shape)
+        except FtusegError as exc:
+            raise FtusegError(f"{truth_name}: row {i + 2} (id {image_id}): {exc}") from None
+        try:
+            p = decode_rle(pred_rle.get(image_id), shape)
+        except FtusegError as exc:
+            raise FtusegError(f"submission: id {image_id}: {exc}") from None
+        rows.append({"id": image_id, "organ": row.get("organ", "unknown"),
+                     "data_source": row.get("data_source", "unknown"), "dice": dice_score(p, t),
+                     "pred_pixels": int(p.sum()), "true_pixels": int(t.sum()), "missing": image_id not in pred_rle})
+    return pd.DataFrame(rows)
+
+
+def evaluate_files(submission_csv: str | os.PathLike, truth: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """Read a submission CSV and a truth CSV (or a data folder) and return (per-image table, summary)."""
+    truth_csv = resolve_truth_csv(truth)
+    sub = read_csv_checked(Path(submission_csv), required=("id", "rle"))
+    tdf = read_csv_checked(truth_csv, required=("id", "rle", "img_height", "img_width"))
+    per_image = score_submission(sub, tdf, truth_name=str(truth_csv))
+    summary = dice_breakdown(per_image)
+    summary["missing_predictions"] = int(per_image["missing"].sum())
+    summary["submission"] = str(submission_csv)
+    summary["truth"] = str(truth_csv)
+    return per_image, summary
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of mean Dice overall, by organ and by data source."""
+    lines = [f"{'group':<28}{'images':>8}{'dice':>10}", "-" * 46]
+    lines.append(f"{'all':<28}{summary['n_images']:>8}{summary['mean_dice']:>10.4f}")
+    for key, title in (("by_organ", "organ"), ("by_data_source", "data_source")):
+        for name, v in sorted(summary.get(key, {}).items()):
+            lines.append(f"{title + '=' + name:<28}{v['n_images']:>8}{v['mean_dice']:>10.4f}")
+    return "\n".join(lines)

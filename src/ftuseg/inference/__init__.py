@@ -1,0 +1,1 @@
+"""Inference: resampling to a physical resolution, tile grids, blended sliding windows, ensembles."""

@@ -1,0 +1,125 @@
+"""Ensembles of trained runs applied to whole images at each run's own geometry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ftuseg.config import RunConfig
+from ftuseg.inference.engine import TorchTileFn, pick_device
+from ftuseg.inference.postprocess import Thresholds, binarize
+from ftuseg.inference.resample import resize_image, resize_prob, scale_factor, scaled_shape
+from ftuseg.inference.sliding_window import TileFn, sliding_window_predict
+
+
+@dataclass
+class Member:
+    """One model of an ensemble with the geometry it was trained at."""
+
+    tile_fn: TileFn
+    cfg: RunConfig
+
+
+def member_proba(member: Member, image: np.ndarray, pixel_size: float | None, organ: str | None) -> np.ndarray:
+    """Probability map (H, W) in the image's own pixel grid for one member."""
+    cfg = member.cfg
+    h, w = image.shape[:2]
+    if cfg.mode == "whole":
+        # The seed: squash the whole image to image_size x image_size, predict, stretch back.
+        small = resize_image(image, (cfg.image_size, cfg.image_size))
+        prob = member.tile_fn(small[None])[0]
+        return resize_prob(prob, (h, w))
+    if pixel_size is None:
+        raise ValueError("tiled models need the image's pixel size")
+    shape = scaled_shape(h, w, scale_factor(pixel_size, cfg.mpp_for(organ)))
+    scaled = resize_image(image, shape)
+    prob = sliding_window_predict(
+        member.tile_fn, scaled, cfg.tile_size, overlap=cfg.overlap, batch_size=cfg.infer_batch_size,
+        blend=cfg.blend,
+    )
+    return resize_prob(prob, (h, w))
+
+
+class Predictor:
+    """Average of several runs (folds, architectures), with thresholds from the first run."""
+
+    def __init__(self, members: Sequence[Member], thresholds: Thresholds | None = None):
+        if not members:
+            raise ValueError("a predictor needs at least one model")
+        self.members = list(members)
+        self.thresholds = thresholds or Thresholds(members[0].cfg.threshold, members[0].cfg.min_area)
+
+    @classmethod
+    def from_runs(
+        cls,
+        run_dirs: Sequence[str | os.PathLike],
+        device: str = "auto",
+        tta: bool | None = None,
+        which: str = "best",
+        engine: str = "torch",
+    ) -> Predictor:
+        from ftuseg.models.checkpoint import load_run_model
+
+        dev = pick_device(device)
+        members = []
+        thresholds = None
+        for run in run_dirs:
+            model, cfg = load_run_model(run, which=which)
+            use_tta = cfg.tta if tta is None else tta
+            members.append(Member(make_tile_fn(model, cfg, Path(run), dev, use_tta, engine), cfg))
+            tpath = (Path(run) if Path(run).is_dir() else Path(run).parent) / "thresholds.json"
+            if thresholds is None and tpath.exists():
+                thresholds = Thresholds.load(tpath)
+        return cls(members, thresholds)
+
+    def predict_proba(self, image: np.ndarray, pixel_size: float | None = None, organ: str | None = None) -> np.ndarray:
+        acc = None
+        for m in self.members:
+            p = member_proba(m, image, pixel_size, organ)
+            acc = p if acc is None else acc + p
+        return acc / len(self.members)
+
+    def binarize(self, prob: np.ndarray, organ: str | None = None) -> np.ndarray:
+        thr, min_area = self.thresholds.for_organ(organ)
+        return binarize(prob, thr, min_area)
+
+    def predict_mask(self, image: np.ndarray, pixel_size: float | None = None, organ: str | None = None) -> np.ndarray:
+        return self.binarize(self.predict_proba(image, pixel_size, organ), organ)
+
+
+def make_tile_fn(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, device: torch.device, tta: bool,
+                 engine: str = "torch") -> TileFn:
+    if engine == "onnxruntime":
+        from ftuseg.inference.onnx_engine import OnnxTileFn
+
+        return OnnxTileFn.for_run(run_dir, tta=tta)
+    return TorchTileFn(model, device=device, tta=tta, amp=cfg.amp)
+
+
+def predict_table(
+    predictor: Predictor,
+    table: pd.DataFrame,
+    progress: bool = True,
+    keep_proba: bool = False,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Predict every row of a data table; returns the submission frame (id, rle) and optional probs."""
+    from tqdm.auto import tqdm
+
+    from ftuseg.io.dataset import read_row_image
+    from ftuseg.rle import encode_rle
+
+    rows, probs = [], {}
+    for _, row in tqdm(table.iterrows(), total=len(table), desc="predict", unit="img", disable=not progress):
+        image = read_row_image(row)
+        prob = predictor.predict_proba(image, float(row["pixel_size"]), row.get("organ"))
+        mask = predictor.binarize(prob, row.get("organ"))
+        rows.append({"id": row["id"], "rle": encode_rle(mask)})
+        if keep_proba:
+            probs[str(row["id"])] = prob.astype(np.float16)
+    return pd.DataFrame(rows, columns=["id", "rle"]), probs

@@ -1,0 +1,111 @@
+"""Build networks from a :class:`RunConfig`; weights never come from a hub unless asked for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ftuseg.config import RunConfig
+from ftuseg.errors import FtusegError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ARCHITECTURES = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus",
+                 "segformer": "Segformer", "manet": "MAnet"}
+
+
+class FTUNet(nn.Module):
+    """A segmentation network that takes RGB in [0, 255] (B, 3, H, W) and returns logits (B, 1, H, W).
+
+    Normalisation lives inside the module so exported models (ONNX) need no pre-processing contract.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def build_model(cfg: RunConfig, load_weights: bool = True) -> FTUNet:
+    """The network named by ``cfg`` (architecture + smp or ``tu-`` timm encoder), randomly initialised
+    unless ``cfg.encoder_weights`` names a local file or ``imagenet``."""
+    import segmentation_models_pytorch as smp
+
+    arch = ARCHITECTURES.get(cfg.arch.lower().replace("_", "").replace("-", ""))
+    if arch is None:
+        raise FtusegError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    cls = getattr(smp, arch)
+    weights = cfg.encoder_weights if load_weights else None
+    hub = weights == "imagenet"
+    if weights and not hub and not Path(weights).exists():
+        raise FtusegError(f"--encoder-weights {weights}: file not found")
+    try:
+        net = cls(encoder_name=cfg.encoder, encoder_weights="imagenet" if hub else None, in_channels=3, classes=1)
+    except KeyError as exc:
+        raise FtusegError(f"unknown encoder {cfg.encoder!r} ({exc})") from None
+    except Exception as exc:
+        if hub:
+            raise FtusegError(
+                f"cannot download imagenet weights for {cfg.encoder} ({type(exc).__name__}); you are probably "
+                "offline: pass --encoder-weights PATH to a local checkpoint instead"
+            ) from None
+        if "encoder" in str(exc).lower() or "timm" in str(exc).lower() or "not found" in str(exc).lower():
+            raise FtusegError(f"unknown encoder {cfg.encoder!r} ({str(exc).splitlines()[0]})") from None
+        raise
+    model = FTUNet(net)
+    if weights and not hub:
+        load_encoder_weights(model, weights)
+    return model
+
+
+def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict", "net"):
+            if key in obj and isinstance(obj[key], dict):
+                return _unwrap_state_dict(obj[key])
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj  # type: ignore[return-value]
+    raise FtusegError("checkpoint does not contain a state_dict")
+
+
+def load_encoder_weights(model: FTUNet, path: str | os.PathLike) -> tuple[int, int]:
+    """Load a local torchvision/timm classification checkpoint (or an smp encoder state_dict) into the
+    encoder. Classifier heads are dropped; returns (matched, total encoder tensors). Fails clearly when
+    nothing matches (a checkpoint of another architecture)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FtusegError(f"--encoder-weights {path}: cannot read checkpoint ({type(exc).__name__})") from None
+    state = _unwrap_state_dict(obj)
+    enc = model.encoder
+    target = enc.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = key
+        for prefix in ("module.", "encoder.", "net.encoder.", "model.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        # timm-universal encoders ("tu-") nest the timm model under "model."
+        for cand in (k, f"model.{k}"):
+            if cand in target and target[cand].shape == value.shape:
+                matched[cand] = value
+                break
+    if not matched:
+        raise FtusegError(
+            f"--encoder-weights {path}: no tensor matches encoder {type(enc).__name__}; is it a checkpoint of "
+            "the same backbone?"
+        )
+    enc.load_state_dict(matched, strict=False)
+    return len(matched), len(target)

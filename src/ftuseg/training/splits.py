@@ -1,0 +1,57 @@
+"""Grouped splits: images of one patient / slide block never straddle train and validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def group_labels(df: pd.DataFrame) -> pd.Series:
+    """The ``group`` column where present and non-empty, otherwise the image id."""
+    if "group" in df.columns:
+        g = df["group"].astype("string")
+        return g.where(g.notna() & (g.str.len() > 0), "id:" + df["id"].astype(str)).astype(str)
+    return "id:" + df["id"].astype(str)
+
+
+def grouped_folds(df: pd.DataFrame, n_folds: int, seed: int = 0, stratify: str | None = "organ") -> np.ndarray:
+    """Assign each row a fold in ``[0, n_folds)`` so that every group lies in exactly one fold.
+
+    Groups are dealt largest first to the fold with the fewest images of the same stratum (organ),
+    ties broken at random, so each fold gets a share of every organ with at least ``n_folds`` groups.
+    """
+    if n_folds < 2:
+        raise ValueError("n_folds must be >= 2")
+    groups = group_labels(df)
+    strata = df[stratify].astype(str) if stratify and stratify in df.columns else pd.Series("all", index=df.index)
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({"group": groups, "stratum": strata})
+    sizes = table.groupby("group").agg(n=("stratum", "size"), stratum=("stratum", "first"))
+    order = rng.permutation(len(sizes))
+    sizes = sizes.iloc[order].sort_values("n", ascending=False, kind="stable")
+    load: dict[tuple[str, int], int] = {}
+    total = np.zeros(n_folds, dtype=np.int64)
+    assignment: dict[str, int] = {}
+    for group, row in sizes.iterrows():
+        per = np.array([load.get((row["stratum"], k), 0) for k in range(n_folds)])
+        # fewest of this organ first, then fewest overall, then random
+        keys = np.lexsort((rng.random(n_folds), total, per))
+        k = int(keys[0])
+        assignment[group] = k
+        load[(row["stratum"], k)] = load.get((row["stratum"], k), 0) + int(row["n"])
+        total[k] += int(row["n"])
+    return groups.map(assignment).to_numpy(dtype=np.int64)
+
+
+def train_val_split(
+    df: pd.DataFrame, val_fraction: float = 0.2, fold: int | None = None, n_folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, val). ``fold`` selects a grouped k-fold; otherwise fold 0 of
+    ``round(1 / val_fraction)`` grouped folds. ``val_fraction=0`` trains on everything."""
+    n = len(df)
+    if fold is None and val_fraction <= 0:
+        return np.arange(n), np.arange(0)
+    k = n_folds if fold is not None else max(2, int(round(1.0 / val_fraction)))
+    folds = grouped_folds(df, k, seed=seed)
+    f = 0 if fold is None else fold
+    return np.flatnonzero(folds != f), np.flatnonzero(folds == f)

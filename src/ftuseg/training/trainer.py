@@ -1,0 +1,335 @@
+"""The training loop: plain PyTorch, AdamW + one-cycle, autocast on CUDA, DDP under torchrun,
+rank-0 atomic checkpoints (best + last), per-epoch CSV log, exact resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ftuseg.config import RunConfig
+from ftuseg.errors import FtusegError
+from ftuseg.inference.engine import TorchTileFn
+from ftuseg.inference.predictor import Member, member_proba
+from ftuseg.io.atomic import atomic_write
+from ftuseg.io.dataset import load_table, read_row_image, read_row_mask
+from ftuseg.metrics import dice_score
+from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
+from ftuseg.models.factory import build_model
+from ftuseg.training import distributed as D
+from ftuseg.training.augment import augment_batch
+from ftuseg.training.datasets import TileDataset, WholeImageDataset
+from ftuseg.training.losses import BCEDiceLoss
+from ftuseg.training.lr_finder import LRFinderResult, lr_range_test, plot_lr_find
+from ftuseg.training.splits import train_val_split
+
+LOG_FIELDS = ["epoch", "step", "lr", "train_loss", "val_dice", "epoch_seconds", "elapsed_seconds", "tiles_per_s"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_dice: float | None
+    epochs: int
+    steps: int
+    lr: float
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def one_cycle_lr(max_lr: float, progress: float, pct_start: float = 0.3, div: float = 25.0,
+                 final_div: float = 1e4) -> float:
+    """torch's OneCycleLR (cosine) as a function of progress in [0, 1], so it can follow a time budget."""
+    p = min(max(progress, 0.0), 1.0)
+    lo, hi, end = max_lr / div, max_lr, max_lr / (div * final_div)
+    if p < pct_start:
+        t = p / pct_start
+        return hi + (lo - hi) * (1 + math.cos(math.pi * t)) / 2
+    t = (p - pct_start) / (1 - pct_start)
+    return end + (hi - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def make_train_dataset(cfg: RunConfig, table: pd.DataFrame, progress: bool = False) -> Dataset:
+    if cfg.mode == "whole":
+        return WholeImageDataset(table, cfg.image_size, progress=progress)
+    return TileDataset(table, cfg, length=cfg.tiles_per_epoch, seed=cfg.seed)
+
+
+def split_table(cfg: RunConfig, data_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    table = load_table(data_dir, split="train", need_rle=True)
+    train_idx, val_idx = train_val_split(table, cfg.val_fraction, cfg.fold, cfg.n_folds, cfg.seed)
+    if len(train_idx) == 0:
+        raise FtusegError(f"{data_dir}: no training images left after the validation split")
+    return table, train_idx, val_idx
+
+
+def evaluate_images(
+    tile_fn, cfg: RunConfig, table: pd.DataFrame, progress: bool = False, keep_proba: bool = False,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Per-image Dice at each image's own resolution (threshold ``cfg.threshold``)."""
+    from tqdm.auto import tqdm
+
+    member = Member(tile_fn, cfg)
+    rows, probs = [], {}
+    for _, row in tqdm(table.iterrows(), total=len(table), desc="validate", unit="img", disable=not progress,
+                       leave=False):
+        img = read_row_image(row)
+        truth = read_row_mask(row, img.shape[:2])
+        prob = member_proba(member, img, float(row["pixel_size"]), row.get("organ"))
+        rows.append({"id": row["id"], "organ": row.get("organ"), "data_source": row.get("data_source"),
+                     "dice": dice_score(prob > cfg.threshold, truth)})
+        if keep_proba:
+            probs[str(row["id"])] = prob
+    return pd.DataFrame(rows), probs
+
+
+def save_oof(run_dir: Path, probs: dict[str, np.ndarray], scores: pd.DataFrame) -> None:
+    """Out-of-fold probabilities (uint8, 1/255 steps) for threshold tuning, plus their Dice table."""
+    oof = run_dir / "oof"
+    oof.mkdir(exist_ok=True)
+    for image_id, prob in probs.items():
+        q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, prob=q)
+        with atomic_write(oof / f"{image_id}.npz", "wb") as fh:
+            fh.write(buf.getvalue())
+    with atomic_write(run_dir / "oof_dice.csv") as fh:
+        scores.to_csv(fh, index=False)
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    with atomic_write(path) as fh:
+        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def find_lr(cfg: RunConfig, model: torch.nn.Module, dataset: Dataset, device: torch.device,
+            num_iter: int = 40, progress: bool = True) -> LRFinderResult:
+    loss_fn = BCEDiceLoss()
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
+
+    def batches():
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
+                            num_workers=cfg.num_workers, generator=gen)
+        for x, y in loader:
+            x, y = augment_batch(x, y, cfg.augment, gen)
+            yield x.to(device), y.to(device)
+
+    return lr_range_test(model, batches, loss_fn, device=device, num_iter=num_iter,
+                         weight_decay=cfg.weight_decay, progress=progress)
+
+
+def run_lr_find(cfg: RunConfig, data_dir: str | os.PathLike, out_png: str | os.PathLike,
+                num_iter: int = 40, progress: bool = True) -> LRFinderResult:
+    """``ftuseg lr-find``: LR range test on the training split; saves the plot and a JSON beside it."""
+    seed_everything(cfg.seed)
+    table, train_idx, _ = split_table(cfg, data_dir)
+    dataset = make_train_dataset(cfg, table.iloc[train_idx], progress=progress)
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "cpu")
+    model = build_model(cfg).to(device)
+    result = find_lr(cfg, model, dataset, device, num_iter=num_iter, progress=progress)
+    plot_lr_find(result, out_png)
+    with atomic_write(Path(out_png).with_suffix(".json")) as fh:
+        json.dump(result.to_dict(), fh, indent=2)
+    return result
+
+
+def train(
+    cfg: RunConfig,
+    data_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+    save_oof_probs: bool = True,
+) -> TrainResult:
+    """Train ``cfg`` on ``data_dir`` (competition layout) into ``run_dir``.
+
+    Works the same in one process and under ``torchrun`` (DDP, DistributedSampler, rank-0 writes).
+    ``max_steps`` stops early after that many optimiser steps (tests, smoke runs).
+    """
+    info, device = D.init_distributed(cfg.device)
+    run_dir = Path(run_dir)
+    try:
+        return _train(cfg, data_dir, run_dir, resume, progress and info.is_main, max_steps, save_oof_probs,
+                      info, device)
+    finally:
+        D.cleanup(info)
+
+
+def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_probs, info, device) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    seed_everything(cfg.seed)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK):
+            raise FtusegError(f"{run_dir}: run folder is not writable")
+    state = None
+    if resume:
+        last = run_dir / "last.pt"
+        if last.exists():
+            state = load_checkpoint(last)
+            saved = RunConfig(**state["config"]).validate()
+            if (saved.arch, saved.encoder, saved.mode) != (cfg.arch, cfg.encoder, cfg.mode):
+                raise FtusegError(f"{last}: cannot resume a {saved.arch}/{saved.encoder} run as {cfg.arch}/{cfg.encoder}")
+    table, train_idx, val_idx = split_table(cfg, data_dir)
+    train_table, val_table = table.iloc[train_idx], table.iloc[val_idx]
+    if info.is_main:
+        cfg.save(run_dir / "config.yaml")
+        with atomic_write(run_dir / "split.json") as fh:
+            json.dump({"train": train_table["id"].tolist(), "val": val_table["id"].tolist()}, fh)
+    dataset = make_train_dataset(cfg, train_table, progress=progress)
+
+    model = build_model(cfg, load_weights=state is None).to(device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+
+    # --- learning rate ------------------------------------------------------------------------
+    if state is not None:
+        lr = float(state["lr"])
+    elif cfg.lr == "auto":
+        lr = 0.0
+        if info.is_main:
+            result = find_lr(cfg, model, dataset, device, progress=progress)
+            plot_lr_find(result, run_dir / "lr_find.png")
+            with atomic_write(run_dir / "lr_find.json") as fh:
+                json.dump(result.to_dict(), fh, indent=2)
+            lr = result.suggestion
+        lr = D.broadcast_float(lr, info)
+    else:
+        lr = float(cfg.lr)
+
+    if info.enabled:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    if state is not None and "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+    loss_fn = BCEDiceLoss()
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    per_rank = math.ceil(len(dataset) / info.world_size)
+    steps_per_epoch = max(1, per_rank // cfg.batch_size if per_rank >= cfg.batch_size else 1)
+    total_steps = steps_per_epoch * cfg.epochs
+    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
+
+    history: list[dict] = list(state.get("history", [])) if state else []
+    start_epoch = int(state["epoch"]) + 1 if state else 0
+    step = int(state["step"]) if state else 0
+    best = state.get("best_dice") if state else None
+    elapsed_before = float(state.get("elapsed", 0.0)) if state else 0.0
+    t0 = time.perf_counter()
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t0
+
+    def progress_frac() -> float:
+        frac = step / total_steps
+        # under a wall-clock budget the schedule follows whichever runs out first: steps or time
+        return max(frac, elapsed() / budget_s) if budget_s else frac
+
+    epoch = start_epoch - 1
+    stop = False
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop:
+            break
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.seed,
+                                     drop_last=True) if info.enabled else None
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(
+            dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
+            drop_last=per_rank >= cfg.batch_size, num_workers=cfg.num_workers,
+            persistent_workers=False, pin_memory=device.type == "cuda",
+        )
+        model.train()
+        te = time.perf_counter()
+        losses, seen = [], 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        for x, y in bar:
+            x, y = augment_batch(x, y, cfg.augment, gen)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            cur_lr = one_cycle_lr(lr, progress_frac())
+            for g in opt.param_groups:
+                g["lr"] = cur_lr
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FtusegError(f"training diverged (loss {float(loss)}) at step {step}; lower the LR")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            seen += x.shape[0]
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{cur_lr:.2e}")
+            if (max_steps is not None and step >= max_steps) or (budget_s and elapsed() >= budget_s):
+                stop = True
+                break
+        bar.close()
+        epoch_s = time.perf_counter() - te
+        train_loss = D.all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), info)
+        last_epoch = stop or epoch == cfg.epochs - 1
+        val_dice = None
+        core = model.module if info.enabled else model
+        if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
+            scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), cfg, val_table, progress=progress)
+            val_dice = float(scores["dice"].mean())
+        record = {"epoch": epoch + 1, "step": step, "lr": cur_lr if losses else lr, "train_loss": train_loss,
+                  "val_dice": val_dice, "epoch_seconds": round(epoch_s, 3), "elapsed_seconds": round(elapsed(), 3),
+                  "tiles_per_s": round(seen * info.world_size / max(epoch_s, 1e-9), 3)}
+        history.append(record)
+        if info.is_main:
+            improved = val_dice is not None and (best is None or val_dice > best)
+            if improved:
+                best = val_dice
+            extra = dict(optimizer=opt.state_dict(), epoch=epoch, step=step, lr=lr, best_dice=best,
+                         elapsed=elapsed(), history=history)
+            save_checkpoint(run_dir / "last.pt", core, cfg, **extra)
+            if improved or (len(val_table) == 0) or not (run_dir / "best.pt").exists():
+                save_checkpoint(run_dir / "best.pt", core, cfg, epoch=epoch, step=step, lr=lr, best_dice=best)
+            _write_log(run_dir / "metrics.csv", history)
+            if progress:
+                msg = f"epoch {epoch + 1}: loss {train_loss:.4f}"
+                if val_dice is not None:
+                    msg += f"  val dice {val_dice:.4f}"
+                tqdm.write(msg)
+        D.barrier(info)
+
+    if info.is_main and save_oof_probs and len(val_table) and cfg.fold is not None:
+        from ftuseg.models.checkpoint import load_run_model
+
+        best_model, _ = load_run_model(run_dir, "best")
+        scores, probs = evaluate_images(TorchTileFn(best_model, device, amp=cfg.amp), cfg, val_table,
+                                        progress=progress, keep_proba=True)
+        save_oof(run_dir, probs, scores)
+    return TrainResult(run_dir, best, epoch + 1, step, lr, history)
