@@ -54,7 +54,7 @@ class RunConfig:
     infer_batch_size: int = 8
     tta: bool = False
     threshold: float = 0.5
-    min_area: int = 0  # in full-resolution pixels
+    min_area_um2: float = 0.0  # objects smaller than this (µm²) are dropped
     device: str = "auto"
 
     # ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ftuseg.errors import FtusegError
 
-VERBS = ("synth", "baseline", "evaluate", "lr_find", "train", "predict", "demo")
+VERBS = ("synth", "check", "baseline", "evaluate", "lr_find", "train", "predict", "tune_thresholds", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,14 +41,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FtusegError as exc:
         if debug:
             raise
-        print(f"ftuseg: error: {exc}", file=sys.stderr)
+        print(f"ftuseg: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ftuseg: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # permission denied, disk full, a file that vanished: the user can fix these, so name the path
+        if debug:
+            raise
+        if not exc.filename:
+            return _unexpected(exc)
+        reason = exc.strerror or type(exc).__name__
+        print(f"ftuseg: error: {exc.filename}: {reason.lower()}", file=sys.stderr)
+        return 2
     except Exception as exc:  # anything unforeseen still gets one line, the traceback with --debug
         if debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"ftuseg: error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _unexpected(exc)
+
+
+def _one_line(text: str) -> str:
+    """Messages must stay one line so logs and scripts can grep them; join any extra lines."""
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def _unexpected(exc: BaseException) -> int:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"ftuseg: error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
+    return 1

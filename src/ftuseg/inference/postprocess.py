@@ -15,15 +15,18 @@ from ftuseg.errors import FtusegError
 
 @dataclass
 class Thresholds:
-    """A default threshold and minimum object area, with per-organ overrides (tuned out of fold)."""
+    """A default threshold and minimum object area, with per-organ overrides (tuned out of fold).
+
+    Areas are physical (µm²) so one setting serves images of different pixel sizes.
+    """
 
     threshold: float = 0.5
-    min_area: int = 0
+    min_area_um2: float = 0.0
     organs: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def for_organ(self, organ: str | None) -> tuple[float, int]:
+    def for_organ(self, organ: str | None) -> tuple[float, float]:
         o = self.organs.get(str(organ), {}) if organ is not None else {}
-        return float(o.get("threshold", self.threshold)), int(o.get("min_area", self.min_area))
+        return float(o.get("threshold", self.threshold)), float(o.get("min_area_um2", self.min_area_um2))
 
     def save(self, path: str | os.PathLike) -> None:
         from ftuseg.io.atomic import atomic_write
@@ -50,6 +53,12 @@ def remove_small_objects(mask: np.ndarray, min_area: int) -> np.ndarray:
     return keep[labels].astype(np.uint8)
 
 
-def binarize(prob: np.ndarray, threshold: float, min_area: int = 0) -> np.ndarray:
+def min_area_pixels(min_area_um2: float, pixel_size: float | None) -> int:
+    if min_area_um2 <= 0:
+        return 0
+    return int(np.ceil(min_area_um2 / (float(pixel_size) ** 2 if pixel_size else 1.0)))
+
+
+def binarize(prob: np.ndarray, threshold: float, min_area_px: int = 0) -> np.ndarray:
     mask = (prob > threshold).astype(np.uint8)
-    return remove_small_objects(mask, min_area)
+    return remove_small_objects(mask, min_area_px)

@@ -13,7 +13,7 @@ import torch
 
 from ftuseg.config import RunConfig
 from ftuseg.inference.engine import TorchTileFn, pick_device
-from ftuseg.inference.postprocess import Thresholds, binarize
+from ftuseg.inference.postprocess import Thresholds, binarize, min_area_pixels
 from ftuseg.inference.resample import resize_image, resize_prob, scale_factor, scaled_shape
 from ftuseg.inference.sliding_window import TileFn, sliding_window_predict
 
@@ -53,7 +53,7 @@ class Predictor:
         if not members:
             raise ValueError("a predictor needs at least one model")
         self.members = list(members)
-        self.thresholds = thresholds or Thresholds(members[0].cfg.threshold, members[0].cfg.min_area)
+        self.thresholds = thresholds or Thresholds(members[0].cfg.threshold, members[0].cfg.min_area_um2)
 
     @classmethod
     def from_runs(
@@ -85,12 +85,13 @@ class Predictor:
             acc = p if acc is None else acc + p
         return acc / len(self.members)
 
-    def binarize(self, prob: np.ndarray, organ: str | None = None) -> np.ndarray:
-        thr, min_area = self.thresholds.for_organ(organ)
-        return binarize(prob, thr, min_area)
+    def binarize(self, prob: np.ndarray, organ: str | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """Threshold with the organ's tuned threshold and drop objects under its minimum area (µm²)."""
+        thr, min_um2 = self.thresholds.for_organ(organ)
+        return binarize(prob, thr, min_area_pixels(min_um2, pixel_size))
 
     def predict_mask(self, image: np.ndarray, pixel_size: float | None = None, organ: str | None = None) -> np.ndarray:
-        return self.binarize(self.predict_proba(image, pixel_size, organ), organ)
+        return self.binarize(self.predict_proba(image, pixel_size, organ), organ, pixel_size)
 
 
 def make_tile_fn(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, device: torch.device, tta: bool,
@@ -118,7 +119,7 @@ def predict_table(
     for _, row in tqdm(table.iterrows(), total=len(table), desc="predict", unit="img", disable=not progress):
         image = read_row_image(row)
         prob = predictor.predict_proba(image, float(row["pixel_size"]), row.get("organ"))
-        mask = predictor.binarize(prob, row.get("organ"))
+        mask = predictor.binarize(prob, row.get("organ"), float(row["pixel_size"]))
         rows.append({"id": row["id"], "rle": encode_rle(mask)})
         if keep_proba:
             probs[str(row["id"])] = prob.astype(np.float16)

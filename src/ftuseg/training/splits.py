@@ -46,12 +46,22 @@ def grouped_folds(df: pd.DataFrame, n_folds: int, seed: int = 0, stratify: str |
 def train_val_split(
     df: pd.DataFrame, val_fraction: float = 0.2, fold: int | None = None, n_folds: int = 5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, val). ``fold`` selects a grouped k-fold; otherwise fold 0 of
-    ``round(1 / val_fraction)`` grouped folds. ``val_fraction=0`` trains on everything."""
+    """Row indices (train, val).
+
+    ``fold`` selects fold k of ``n_folds`` grouped folds. Otherwise a single grouped split: of
+    ``round(1 / val_fraction)`` grouped folds (fewer when there are fewer groups), the non-empty one whose
+    size is closest to ``val_fraction``. ``val_fraction=0`` (or a single group) trains on everything.
+    """
     n = len(df)
-    if fold is None and val_fraction <= 0:
+    n_groups = group_labels(df).nunique()
+    if fold is None and (val_fraction <= 0 or n_groups < 2):
         return np.arange(n), np.arange(0)
-    k = n_folds if fold is not None else max(2, int(round(1.0 / val_fraction)))
+    if fold is not None:
+        folds = grouped_folds(df, n_folds, seed=seed)
+        return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    k = max(2, min(int(round(1.0 / val_fraction)), n_groups))
     folds = grouped_folds(df, k, seed=seed)
-    f = 0 if fold is None else fold
+    counts = np.bincount(folds, minlength=k)
+    gap = np.where(counts > 0, np.abs(counts - val_fraction * n), np.inf)
+    f = int(np.argmin(gap))
     return np.flatnonzero(folds != f), np.flatnonzero(folds == f)

@@ -1,0 +1,26 @@
+# Fresh machine: `make demo` (install + end-to-end demo) or `make test` (install + test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench-rle clean
+
+$(BIN)/ftuseg: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/ftuseg
+
+demo: install
+	$(BIN)/ftuseg demo --out demo_out
+
+test: install
+	HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf demo_out .pytest_cache

@@ -1,0 +1,82 @@
+"""Shared helpers for the benchmarks: data location, budgets, peak memory, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "ftu-bench"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (and finished children) in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.is_available(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def write_json(path: Path, data: dict) -> None:
+    from ftuseg.io.atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        json.dump(data, fh, indent=2, default=float)
+
+
+def summarise(per_image: pd.DataFrame) -> dict:
+    from ftuseg.metrics import dice_breakdown
+
+    return dice_breakdown(per_image)
+
+
+def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: bool = False) -> dict:
+    """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold."""
+    from ftuseg.inference.engine import TorchTileFn
+    from ftuseg.models.checkpoint import load_run_model
+    from ftuseg.training.trainer import evaluate_images, split_table, train
+
+    t0 = time.perf_counter()
+    res = train(cfg, data, run_dir, resume=resume, progress=True, save_oof_probs=False)
+    train_s = time.perf_counter() - t0
+    table, _, val_idx = split_table(cfg, data)
+    model, run_cfg = load_run_model(run_dir, "best")
+    out = {"preset": cfg.preset, "train_seconds": train_s, "epochs": res.epochs, "steps": res.steps, "lr": res.lr,
+           "history": res.history}
+    for name, use_tta in (("no_tta", False), ("tta", True)) if tta else (("no_tta", False),):
+        t1 = time.perf_counter()
+        scores, _ = evaluate_images(TorchTileFn(model, "cpu", tta=use_tta), run_cfg, table.iloc[val_idx], progress=True)
+        out[name] = summarise(scores)
+        out[name]["predict_seconds"] = time.perf_counter() - t1
+        out[name]["per_image"] = scores.to_dict("records")
+    return out
+
+
+def baseline_scores(cfg, data: Path) -> dict:
+    from ftuseg.baseline import random_baseline
+    from ftuseg.evaluate import score_submission
+    from ftuseg.training.trainer import split_table
+
+    table, _, val_idx = split_table(cfg, data)
+    val = table.iloc[val_idx]
+    return summarise(score_submission(random_baseline(val, seed=0), val))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std())

@@ -1,0 +1,92 @@
+"""The seed pipeline through the command line: baseline, evaluate, train, lr-find, predict."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftuseg.cli import main
+from ftuseg.rle import decode_rle
+
+
+def test_help_lists_the_verbs(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for verb in ("synth", "baseline", "evaluate", "lr-find", "train", "predict", "tune-thresholds", "demo"):
+        assert verb in out
+
+
+def test_synth_is_deterministic(tmp_path):
+    assert main(["synth", "--out", str(tmp_path / "a"), "--n-train", "3", "--n-test", "1", "-q"]) == 0
+    assert main(["synth", "--out", str(tmp_path / "b"), "--n-train", "3", "--n-test", "1", "-q"]) == 0
+    for name in ("train.csv", "test.csv", "test_solution.csv", "meta.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    t = pd.read_csv(tmp_path / "a" / "train.csv")
+    assert t["rle"].str.len().gt(0).all() and t["pixel_size"].between(0.2, 1.0).all()
+
+
+def test_baseline_is_seeded_and_about_half_the_pixels(synth_data, tmp_path):
+    a, b, c = (tmp_path / f"{n}.csv" for n in "abc")
+    assert main(["baseline", str(synth_data), "--out", str(a), "-q"]) == 0
+    assert main(["baseline", str(synth_data), "--out", str(b), "-q"]) == 0
+    assert main(["baseline", str(synth_data), "--out", str(c), "--seed", "1", "-q"]) == 0
+    assert a.read_text() == b.read_text() != c.read_text()
+    sub = pd.read_csv(a, dtype={"id": str})
+    truth = pd.read_csv(synth_data / "test_solution.csv", dtype={"id": str})
+    assert list(sub["id"]) == list(truth["id"])
+    row = truth.iloc[0]
+    mask = decode_rle(sub["rle"].iloc[0], (row["img_height"], row["img_width"]))
+    assert 0.35 < mask.mean() < 0.65
+
+
+def test_evaluate_truth_against_itself_is_one(synth_data, tmp_path, capsys):
+    truth = synth_data / "test_solution.csv"
+    sub = tmp_path / "sub.csv"
+    pd.read_csv(truth)[["id", "rle"]].to_csv(sub, index=False)
+    assert main(["evaluate", str(sub), str(truth), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "organ=kidney" in out
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["mean_dice"] == 1.0 and all(v["mean_dice"] == 1.0 for v in s["by_organ"].values())
+    assert set(s["by_data_source"]) <= {"HPA", "HuBMAP"}
+
+
+def test_evaluate_missing_prediction_counts_as_empty(synth_data, tmp_path):
+    truth = pd.read_csv(synth_data / "test_solution.csv")
+    sub = tmp_path / "sub.csv"
+    truth[["id", "rle"]].iloc[1:].to_csv(sub, index=False)
+    assert main(["evaluate", str(sub), str(synth_data), "--json", str(tmp_path / "s.json"), "-q"]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["missing_predictions"] == 1
+    assert s["mean_dice"] == pytest.approx((len(truth) - 1) / len(truth))
+
+
+@pytest.mark.slow
+def test_train_then_predict_writes_a_valid_submission(synth_data, tmp_path):
+    run = tmp_path / "run"
+    args = ["--encoder", "resnet18", "--image-size", "64", "--batch-size", "4", "--lr", "1e-3", "--epochs", "1", "-q"]
+    assert main(["train", str(synth_data), "--out", str(run), *args]) == 0
+    sub = tmp_path / "sub.csv"
+    assert main(["predict", str(run), str(synth_data), "--out", str(sub), "-q"]) == 0
+    df = pd.read_csv(sub, dtype={"id": str}).fillna("")
+    truth = pd.read_csv(synth_data / "test_solution.csv", dtype={"id": str})
+    assert list(df.columns) == ["id", "rle"] and list(df["id"]) == list(truth["id"])
+    for (_, p), (_, t) in zip(df.iterrows(), truth.iterrows(), strict=True):
+        assert decode_rle(p["rle"], (t["img_height"], t["img_width"])).shape == (t["img_height"], t["img_width"])
+    # an ensemble of the same run twice with TTA gives a submission of the same ids
+    sub2 = tmp_path / "sub2.csv"
+    assert main(["predict", str(run), str(run), str(synth_data), "--out", str(sub2), "--tta", "-q"]) == 0
+    assert list(pd.read_csv(sub2, dtype={"id": str})["id"]) == list(truth["id"])
+
+
+@pytest.mark.slow
+def test_lr_find_cli_writes_plot_and_prints_suggestion(synth_data, tmp_path, capsys):
+    png = tmp_path / "lr.png"
+    assert main(["lr-find", str(synth_data), "--out", str(png), "--iters", "6", "--encoder", "resnet18",
+                 "--image-size", "64", "--batch-size", "4", "-q"]) == 0
+    assert "suggested lr" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(png.with_suffix(".json").read_text())
+    assert len(data["lrs"]) == 6 and np.isfinite(data["suggestion"])

@@ -1,0 +1,46 @@
+import pytest
+
+from ftuseg.config import PRESETS, load_config, make_config
+from ftuseg.errors import FtusegError
+
+
+def test_presets_and_yaml_round_trip(tmp_path):
+    cfg = make_config("seed-512")
+    assert (cfg.mode, cfg.image_size, cfg.encoder, cfg.augment) == ("whole", 512, "resnet34", "flips")
+    cfg2 = cfg.replace(epochs=3, organ_mpp={"kidney": 0.5})
+    cfg2.save(tmp_path / "config.yaml")
+    loaded = load_config(tmp_path / "config.yaml")
+    assert loaded == cfg2
+
+
+def test_yaml_then_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 7\nencoder: efficientnet-b0\n")
+    cfg = make_config("tiled", tmp_path / "c.yaml", epochs=9)
+    assert cfg.mode == "tiled" and cfg.encoder == "efficientnet-b0" and cfg.epochs == 9
+
+
+@pytest.mark.parametrize("bad", [dict(image_size=500), dict(mode="x"), dict(overlap=1.0), dict(lr="fast"),
+                                 dict(target_mpp=0), dict(fold=9)])
+def test_invalid_values_are_rejected(bad):
+    with pytest.raises(FtusegError):
+        make_config("seed-512", **bad)
+
+
+def test_unknown_field_and_preset(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochz: 7\n")
+    with pytest.raises(FtusegError, match="epochz"):
+        make_config("seed-512", tmp_path / "c.yaml")
+    with pytest.raises(FtusegError, match="preset"):
+        make_config("nope")
+    assert "seed-512" in PRESETS
+
+
+def test_every_config_field_has_a_cli_flag():
+    from ftuseg.cli import build_parser
+    from ftuseg.config import config_field_names
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {s for a in train._actions for s in a.option_strings}
+    for name in config_field_names():
+        assert "--" + name.replace("_", "-") in flags, name

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from ftuseg.models.checkpoint import load_checkpoint, load_run_model
+from ftuseg.training.splits import grouped_folds, train_val_split
+from ftuseg.training.trainer import one_cycle_lr, train
+
+
+def test_grouped_folds_never_share_a_group():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"id": [str(i) for i in range(60)],
+                       "group": [f"g{rng.integers(12)}" for _ in range(60)],
+                       "organ": rng.choice(["kidney", "largeintestine"], 60)})
+    folds = grouped_folds(df, 5, seed=3)
+    assert set(folds) == set(range(5))
+    for _, g in df.assign(fold=folds).groupby("group"):
+        assert g["fold"].nunique() == 1
+    tr, va = train_val_split(df, fold=2, n_folds=5)
+    assert not set(df["group"].iloc[tr]) & set(df["group"].iloc[va])
+    assert len(tr) + len(va) == 60
+
+
+def test_rows_without_group_fall_back_to_their_id():
+    df = pd.DataFrame({"id": list("abcdef"), "group": ["x", "x", None, "", None, "y"], "organ": "kidney"})
+    folds = grouped_folds(df, 3)
+    assert folds[0] == folds[1]
+
+
+def test_one_cycle_shape():
+    lrs = [one_cycle_lr(1e-3, p) for p in np.linspace(0, 1, 101)]
+    assert lrs[0] == pytest.approx(1e-3 / 25)
+    assert max(lrs) == pytest.approx(1e-3)
+    assert lrs[-1] < 1e-6 and int(np.argmax(lrs)) == 30
+
+
+@pytest.mark.slow
+def test_train_writes_run_and_resumes(synth_data, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(epochs=2)
+    res = train(cfg, synth_data, run, progress=False)
+    assert res.epochs == 2 and res.best_dice is not None
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.csv", "split.json"):
+        assert (run / name).exists(), name
+    log = pd.read_csv(run / "metrics.csv")
+    assert list(log["epoch"]) == [1, 2] and log["val_dice"].notna().all()
+    split = json.loads((run / "split.json").read_text())
+    assert split["val"] and not set(split["train"]) & set(split["val"])
+    # resume to 3 epochs: continues from epoch 2's checkpoint, keeps the history
+    res2 = train(cfg.replace(epochs=3), synth_data, run, resume=True, progress=False)
+    assert res2.epochs == 3
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2  # 0-based index of the last finished epoch
+    model, loaded = load_run_model(run)
+    assert loaded.encoder == "resnet18" and not model.training
+
+
+@pytest.mark.slow
+def test_lr_auto_runs_range_test(synth_data, tmp_path):
+    res = train(tiny_config(lr="auto"), synth_data, tmp_path / "r", progress=False, max_steps=1)
+    found = json.loads((tmp_path / "r" / "lr_find.json").read_text())
+    assert res.lr == pytest.approx(found["suggestion"]) and 1e-7 < res.lr < 1
+    assert (tmp_path / "r" / "lr_find.png").stat().st_size > 1000
+
+
+def test_lr_range_test_restores_weights(synth_data):
+    from ftuseg.io.dataset import load_table
+    from ftuseg.models.factory import build_model
+    from ftuseg.training.datasets import WholeImageDataset
+    from ftuseg.training.trainer import find_lr
+
+    cfg = tiny_config()
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = WholeImageDataset(load_table(synth_data, "train", need_rle=True), 64)
+    res = find_lr(cfg, model, ds, torch.device("cpu"), num_iter=8, progress=False)
+    assert len(res.lrs) == 8 and res.lrs[0] < res.lrs[-1]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_fold_training_saves_oof_and_thresholds_tune(synth_data, tmp_path):
+    from ftuseg.inference.threshold_tuning import tune_thresholds
+
+    runs = []
+    for k in range(2):
+        run = tmp_path / f"fold{k}"
+        train(tiny_config(preset="tiled", fold=k, n_folds=2), synth_data, run, progress=False, max_steps=1)
+        runs.append(run)
+    ids = {p.stem for r in runs for p in (r / "oof").glob("*.npz")}
+    assert len(ids) == 12  # every training image exactly once across the two folds
+    thr, report = tune_thresholds(runs, synth_data)
+    assert 0.1 <= thr.threshold <= 0.9 and set(report["organ"]) <= set(thr.organs)
+    assert (report["dice_tuned"] >= report["dice_at_0.5"] - 1e-9).all()
+    assert json.loads((runs[0] / "thresholds.json").read_text())["organs"]
+
+
+def test_tile_dataset_is_lazy_and_physical(synth_data):
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training.datasets import TileDataset
+
+    table = load_table(synth_data, "train", need_rle=True)
+    ds = TileDataset(table, tiny_config(preset="tiled", fg_fraction=1.0, scale_jitter=0.0), length=6)
+    x, y = ds[0]
+    assert x.shape == (3, 64, 64) and y.shape == (1, 64, 64)
+    assert len(ds._cache) <= ds.cache_size
+    hits = sum(float(ds[i][1].sum()) > 0 for i in range(6))
+    assert hits >= 5  # centred on FTU pixels when fg_fraction = 1
