@@ -16,6 +16,8 @@ from ftuseg.rle import decode_rle
 
 def resolve_truth_csv(path: str | os.PathLike) -> Path:
     path = Path(path)
+    if not path.exists():
+        raise FtusegError(f"{path}: truth file or folder not found")
     if path.is_dir():
         for name in ("test_solution.csv", "train.csv"):
             if (path / name).exists():
@@ -24,30 +26,45 @@ def resolve_truth_csv(path: str | os.PathLike) -> Path:
     return path
 
 
-def score_submission(submission: pd.DataFrame, truth: pd.DataFrame, truth_name: str = "truth") -> pd.DataFrame:
-    """Per-image Dice for every truth row; an image missing from the submission counts as empty."""
+def score_submission(submission: pd.DataFrame, truth: pd.DataFrame, truth_name: str = "truth",
+                     submission_name: str = "submission") -> pd.DataFrame:
+    """Per-image Dice for every truth row; an image missing from the submission counts as empty.
+
+    Errors name the file, the CSV row (header = row 1) and the id, so a hand-edited CSV is easy to fix.
+    """
     sub = submission.copy()
     sub["id"] = sub["id"].astype(str)
-    dup = sub["id"][sub["id"].duplicated()]
+    dup = sub["id"][sub["id"].duplicated(keep=False)]
     if len(dup):
-        raise FtusegError(f"submission: duplicate id {dup.iloc[0]!r}")
+        first = dup.iloc[0]
+        rows = [int(r) + 2 for r in range(len(sub)) if sub["id"].iat[r] == first]
+        raise FtusegError(f"{submission_name}: duplicate id {first!r} on rows {rows}")
     extra = set(sub["id"]) - set(truth["id"].astype(str))
     if extra:
         warnings.warn(f"submission has {len(extra)} id(s) not in {truth_name}, ignored (e.g. {sorted(extra)[0]})",
                       stacklevel=2)
     pred_rle = dict(zip(sub["id"], sub["rle"], strict=True))
+    sub_row = {i: r + 2 for r, i in enumerate(sub["id"])}
     rows = []
-    for i, row in truth.iterrows():
+    for pos, (_, row) in enumerate(truth.iterrows()):
         image_id = str(row["id"])
-        shape = expected_shape(row)
+        where = f"{truth_name}: row {pos + 2} (id {image_id})"
+        try:
+            shape = expected_shape(row)
+        except (FtusegError, ValueError, TypeError):
+            raise FtusegError(f"{where}: img_height/img_width {row.get('img_height')!r}/{row.get('img_width')!r} "
+                              "must be positive integers") from None
         try:
             t = decode_rle(row["rle"], shape)
         except FtusegError as exc:
-            raise FtusegError(f"{truth_name}: row {i + 2} (id {image_id}): {exc}") from None
+            raise FtusegError(f"{where}: column rle: {exc}") from None
         try:
             p = decode_rle(pred_rle.get(image_id), shape)
         except FtusegError as exc:
-            raise FtusegError(f"submission: id {image_id}: {exc}") from None
+            raise FtusegError(
+                f"{submission_name}: row {sub_row[image_id]} (id {image_id}): column rle: {exc} "
+                f"(image is {shape[0]}x{shape[1]})"
+            ) from None
         rows.append({"id": image_id, "organ": row.get("organ", "unknown"),
                      "data_source": row.get("data_source", "unknown"), "dice": dice_score(p, t),
                      "pred_pixels": int(p.sum()), "true_pixels": int(t.sum()), "missing": image_id not in pred_rle})
@@ -59,7 +76,7 @@ def evaluate_files(submission_csv: str | os.PathLike, truth: str | os.PathLike) 
     truth_csv = resolve_truth_csv(truth)
     sub = read_csv_checked(Path(submission_csv), required=("id", "rle"))
     tdf = read_csv_checked(truth_csv, required=("id", "rle", "img_height", "img_width"))
-    per_image = score_submission(sub, tdf, truth_name=str(truth_csv))
+    per_image = score_submission(sub, tdf, truth_name=str(truth_csv), submission_name=str(submission_csv))
     summary = dice_breakdown(per_image)
     summary["missing_predictions"] = int(per_image["missing"].sum())
     summary["submission"] = str(submission_csv)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from ftuseg.errors import FtusegError
 from ftuseg.io.images import IMAGE_EXTENSIONS, read_image
-from ftuseg.rle import decode_rle
+from ftuseg.rle import decode_rle, rle_runs
 
 REQUIRED_COLUMNS = ("id", "organ", "pixel_size")
 TRAIN_COLUMNS = (
@@ -24,6 +25,31 @@ TRAIN_COLUMNS = (
 )
 TEST_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in ("rle", "age", "sex"))
 KNOWN_ORGANS = ("kidney", "largeintestine", "lung", "prostate", "spleen")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a data set: where it is (file, CSV row, column) and what is wrong.
+
+    ``row`` is the line number in the CSV as a spreadsheet shows it (header = 1, first data row = 2).
+    """
+
+    severity: Literal["error", "warning"]
+    file: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+    id: str | None = None
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (id {self.id})" if self.id not in (None, "") else ""))
+        elif self.id not in (None, ""):
+            where.append(f"id {self.id}")
+        if self.column:
+            where.append(f"column {self.column}")
+        return ": ".join(where) + f": {self.message}"
 
 
 @dataclass(frozen=True)
@@ -57,22 +83,31 @@ def resolve_split(root: str | os.PathLike, split: str | None = None) -> DataSour
 
 def read_csv_checked(path: Path, required: tuple[str, ...] = ("id",)) -> pd.DataFrame:
     """Read a CSV with ``id`` kept as text; one clear error for missing/empty/malformed files."""
+    path = Path(path)
     if not path.exists():
         raise FtusegError(f"{path}: file not found")
+    if path.is_dir():
+        raise FtusegError(f"{path}: is a folder, expected a CSV file")
     try:
-        df = pd.read_csv(path, dtype={"id": str, "rle": str}, keep_default_na=True)
+        # utf-8-sig: spreadsheets often prepend a byte-order mark, which would rename the first column
+        df = pd.read_csv(path, dtype={"id": str, "rle": str}, keep_default_na=True, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise FtusegError(f"{path}: CSV is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise FtusegError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise FtusegError(f"{path}: cannot parse CSV ({str(exc).strip().splitlines()[0]})") from None
+    except OSError as exc:
+        raise FtusegError(f"{path}: cannot read CSV ({exc.strerror or exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise FtusegError(f"{path}: missing required column(s) {', '.join(missing)}")
+        hint = ""
+        if len(df.columns) == 1 and ";" in df.columns[0]:
+            hint = " (the file looks semicolon-separated; save it with commas)"
+        raise FtusegError(f"{path}: missing required column(s) {', '.join(missing)}{hint}")
     if len(df) == 0:
         raise FtusegError(f"{path}: CSV has a header but no rows")
     if "id" in df.columns:
-        df["id"] = df["id"].astype(str).str.strip()
+        df["id"] = df["id"].fillna("").astype(str).str.strip()
     return df
 
 
@@ -83,6 +118,8 @@ def index_images(images_dir: Path) -> dict[str, list[Path]]:
         return found
     for entry in os.scandir(images_dir):
         name = entry.name
+        if name.startswith("."):  # hidden files, e.g. temp files of an interrupted atomic write
+            continue
         lower = name.lower()
         for ext in (".ome.tiff", ".ome.tif", *IMAGE_EXTENSIONS):
             if lower.endswith(ext):
@@ -91,30 +128,77 @@ def index_images(images_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def row_problems(df: pd.DataFrame, csv_path: Path, need_rle: bool) -> list[str]:
-    """Every problem in a table's rows (validation collects them all; loading raises the first)."""
-    problems: list[str] = []
-    dup = df["id"][df["id"].duplicated(keep=False)]
+def row_issues(df: pd.DataFrame, csv_path: Path, need_rle: bool, check_rle: bool = True) -> list[Problem]:
+    """Every problem in a table's rows as :class:`Problem` records (only columns present are checked).
+
+    Covers empty and duplicate ids, ``pixel_size`` and ``img_height``/``img_width`` that are not
+    positive numbers, unknown organs (a warning) and malformed RLE (checked against the CSV's image
+    size when it is known). Image files are not opened here (see :mod:`ftuseg.check`).
+    """
+    file = str(csv_path)
+    out: list[Problem] = []
+    if "id" not in df.columns:
+        return [Problem("error", file, "missing required column id", column="id")]
+    ids = df["id"].astype(str)
+
+    def ident(idx: int) -> str:
+        return ids.iat[idx]
+
+    for pos in np.flatnonzero((ids == "").to_numpy()):
+        out.append(Problem("error", file, "empty id", row=int(pos) + 2, column="id"))
+    dup = ids[(ids != "") & ids.duplicated(keep=False)]
     for i in sorted(set(dup)):
-        rows = [int(r) + 2 for r in df.index[df["id"] == i]]
-        problems.append(f"{csv_path}: duplicate id {i!r} on rows {rows}")
-    px = pd.to_numeric(df["pixel_size"], errors="coerce")
-    for idx in df.index[px.isna() | (px <= 0)]:
-        problems.append(
-            f"{csv_path}: row {idx + 2} (id {df.at[idx, 'id']}): pixel_size {df.at[idx, 'pixel_size']!r} "
-            "must be a positive number (micrometres per pixel)"
-        )
+        rows = [int(r) + 2 for r in np.flatnonzero((ids == i).to_numpy())]
+        out.append(Problem("error", file, f"duplicate id {i!r} on rows {rows}", row=rows[0], column="id", id=i))
+    if "pixel_size" in df.columns:
+        px = pd.to_numeric(df["pixel_size"], errors="coerce")
+        for pos in np.flatnonzero((px.isna() | ~np.isfinite(px) | (px <= 0)).to_numpy()):
+            out.append(Problem("error", file, f"{_cell(df['pixel_size'].iat[pos])} must be a positive number "
+                               "(micrometres per pixel)", row=int(pos) + 2, column="pixel_size", id=ident(pos)))
+    sizes_ok = np.ones(len(df), dtype=bool)
     for col in ("img_height", "img_width"):
         if col in df.columns:
             v = pd.to_numeric(df[col], errors="coerce")
-            for idx in df.index[v.isna() | (v < 1)]:
-                problems.append(
-                    f"{csv_path}: row {idx + 2} (id {df.at[idx, 'id']}): {col} {df.at[idx, col]!r} "
-                    "must be a positive integer"
-                )
+            bad = (v.isna() | (v < 1) | (v != np.floor(v))).to_numpy()
+            sizes_ok &= ~bad
+            for pos in np.flatnonzero(bad):
+                out.append(Problem("error", file, f"{_cell(df[col].iat[pos])} must be a positive integer",
+                                   row=int(pos) + 2, column=col, id=ident(pos)))
+        else:
+            sizes_ok[:] = False
+    if "organ" in df.columns:
+        organs = df["organ"].fillna("").astype(str).str.strip()
+        for pos in np.flatnonzero((~organs.isin(KNOWN_ORGANS)).to_numpy()):
+            what = "empty organ" if organs.iat[pos] == "" else f"unknown organ {organs.iat[pos]!r}"
+            out.append(Problem("warning", file, f"{what} (known: {', '.join(KNOWN_ORGANS)}); organ-specific "
+                               "settings fall back to the defaults", row=int(pos) + 2, column="organ",
+                               id=ident(pos)))
     if need_rle and "rle" not in df.columns:
-        problems.append(f"{csv_path}: missing required column rle")
-    return problems
+        out.append(Problem("error", file, "missing required column rle", column="rle"))
+    if check_rle and "rle" in df.columns and sizes_ok.any():
+        h = pd.to_numeric(df["img_height"], errors="coerce")
+        w = pd.to_numeric(df["img_width"], errors="coerce")
+        for pos in np.flatnonzero(sizes_ok):
+            try:
+                rle_runs(df["rle"].iat[pos], (int(h.iat[pos]), int(w.iat[pos])))
+            except FtusegError as exc:
+                out.append(Problem("error", file, str(exc), row=int(pos) + 2, column="rle", id=ident(pos)))
+    return out
+
+
+def _cell(value: object) -> str:
+    """A CSV cell as the user typed it: text quoted, numbers plain, blanks named."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None or pd.isna(value):
+        return "empty cell"
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def row_problems(df: pd.DataFrame, csv_path: Path, need_rle: bool) -> list[str]:
+    """Every error in a table's rows as one-line messages (validation collects them all; loading
+    raises the first). Warnings (unknown organs) are left to :func:`row_issues`."""
+    return [str(p) for p in row_issues(df, csv_path, need_rle, check_rle=need_rle) if p.severity == "error"]
 
 
 def load_table(
@@ -136,7 +220,7 @@ def load_table(
     df["organ"] = df["organ"].astype(str).str.strip()
     meta_path = src.root / "meta.csv"
     if meta_path.exists() and "group" not in df.columns:
-        meta = read_csv_checked(meta_path)
+        meta = read_csv_checked(meta_path).drop_duplicates("id")  # a duplicated id would duplicate rows
         keep = [c for c in meta.columns if c == "id" or c not in df.columns]
         df = df.merge(meta[keep], on="id", how="left")
     if need_images:
@@ -167,7 +251,7 @@ def read_row_image(row: pd.Series) -> np.ndarray:
     h, w = expected_shape(row, default=img.shape[:2])
     if img.shape[:2] != (h, w):
         raise FtusegError(
-            f"{row['image_path']}: image is {img.shape[0]}x{img.shape[1]} (HxW) but the CSV says "
+            f"{row['image_path']}: id {row['id']}: image is {img.shape[0]}x{img.shape[1]} (HxW) but the CSV says "
             f"img_height={h}, img_width={w}"
         )
     return img

@@ -57,6 +57,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: image file not found")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: image file is empty (0 bytes)")
     try:
@@ -82,5 +84,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise
     except Exception as exc:  # decoders raise many types; the user needs the file and reason
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImageReadError(f"{path}: cannot decode image ({reason})") from exc
+        raise ImageReadError(
+            f"{path}: cannot decode image ({reason}); the file is truncated, corrupt or not an image"
+        ) from exc
     return to_rgb_uint8(img, source=str(path))

@@ -53,14 +53,49 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[tor
     ckpt_path = resolve_checkpoint(run_dir, which)
     cfg_path = ckpt_path.parent / "config.yaml"
     payload = load_checkpoint(ckpt_path)
-    cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(**payload["config"]).validate()
+    saved = payload.get("config") if isinstance(payload.get("config"), dict) else None
+    if cfg_path.exists():
+        cfg = load_config(cfg_path)
+    elif saved is not None:
+        try:
+            cfg = RunConfig(**saved).validate()
+        except TypeError as exc:
+            raise FtusegError(f"{ckpt_path}: config stored in the checkpoint is not valid ({exc})") from None
+    else:
+        raise FtusegError(f"{ckpt_path}: no config.yaml beside it and no config inside it")
     model = build_model(cfg, load_weights=False)
+    problem = _state_dict_mismatch(model.state_dict(), payload["model"])
+    if problem:
+        trained = ""
+        if saved is not None and (saved.get("arch"), saved.get("encoder")) != (cfg.arch, cfg.encoder):
+            trained = f"; the checkpoint was trained as {saved.get('arch')}/{saved.get('encoder')}"
+        source = cfg_path.name if cfg_path.exists() else "its config"
+        raise FtusegError(
+            f"{ckpt_path}: weights do not fit {cfg.arch}/{cfg.encoder} from {source} ({problem}){trained}; "
+            "a checkpoint of another architecture?"
+        )
     try:
         model.load_state_dict(payload["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
-        raise FtusegError(
-            f"{ckpt_path}: weights do not fit {cfg.arch}/{cfg.encoder} from its config ({first})"
-        ) from None
+        raise FtusegError(f"{ckpt_path}: weights do not fit {cfg.arch}/{cfg.encoder} ({first})") from None
     model.eval()
     return model, cfg
+
+
+def _state_dict_mismatch(expected: dict[str, Any], given: object) -> str:
+    """A short description of how ``given`` differs from the model's state_dict ('' if it fits)."""
+    if not isinstance(given, dict):
+        return f"'model' is a {type(given).__name__}, not a state_dict"
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [k for k in expected if k in given and hasattr(given[k], "shape") and given[k].shape != expected[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected e.g. {unexpected[0]}")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape e.g. {k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}")
+    return ", ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -75,23 +76,48 @@ def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
         for key in ("state_dict", "model", "model_state_dict", "net"):
             if key in obj and isinstance(obj[key], dict):
                 return _unwrap_state_dict(obj[key])
-        if all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj  # type: ignore[return-value]
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) >= len(obj) / 2:
+            return tensors  # tolerate a few non-tensor entries (e.g. a saved epoch counter)
     raise FtusegError("checkpoint does not contain a state_dict")
+
+
+# Classification heads and BN step counters are never part of the encoder we load into.
+_HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "head_drop.", "global_pool.")
+
+
+def _is_ignorable(key: str) -> bool:
+    return key.endswith("num_batches_tracked") or key.startswith(_HEAD_PREFIXES)
 
 
 def load_encoder_weights(model: FTUNet, path: str | os.PathLike) -> tuple[int, int]:
     """Load a local torchvision/timm classification checkpoint (or an smp encoder state_dict) into the
-    encoder. Classifier heads are dropped; returns (matched, total encoder tensors). Fails clearly when
-    nothing matches (a checkpoint of another architecture)."""
+    encoder. Classifier heads are dropped; returns (matched, total encoder tensors).
+
+    Fails clearly on a checkpoint of another backbone: tensors with the right name but another shape,
+    most encoder tensors left unmatched, or many checkpoint tensors with no place in the encoder (a
+    deeper model of the same family) all mean the weights would load only partly, silently.
+    """
+    if not Path(path).is_file():
+        raise FtusegError(f"--encoder-weights {path}: file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FtusegError(f"--encoder-weights {path}: cannot read checkpoint ({type(exc).__name__})") from None
-    state = _unwrap_state_dict(obj)
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise FtusegError(f"--encoder-weights {path}: cannot read checkpoint ({reason})") from None
+    try:
+        state = _unwrap_state_dict(obj)
+    except FtusegError as exc:
+        raise FtusegError(f"--encoder-weights {path}: {exc}") from None
+    # A whole segmentation checkpoint (e.g. an ftuseg run): keep its encoder, drop decoder and head.
+    encoder_only = {k: v for k, v in state.items() if re.match(r"^(module\.)?(net\.)?encoder\.", k)}
+    if encoder_only:
+        state = encoder_only
     enc = model.encoder
     target = enc.state_dict()
     matched: dict[str, torch.Tensor] = {}
+    wrong_shape: list[str] = []
+    unused = 0
     for key, value in state.items():
         k = key
         for prefix in ("module.", "encoder.", "net.encoder.", "model.", "backbone."):
@@ -99,13 +125,28 @@ def load_encoder_weights(model: FTUNet, path: str | os.PathLike) -> tuple[int, i
                 k = k[len(prefix):]
         # timm-universal encoders ("tu-") nest the timm model under "model."
         for cand in (k, f"model.{k}"):
-            if cand in target and target[cand].shape == value.shape:
-                matched[cand] = value
+            if cand in target:
+                if target[cand].shape == value.shape:
+                    matched[cand] = value
+                else:
+                    wrong_shape.append(
+                        f"{cand} {'x'.join(map(str, value.shape))} vs {'x'.join(map(str, target[cand].shape))}"
+                    )
                 break
+        else:
+            unused += not _is_ignorable(k)
+    n_target = sum(not _is_ignorable(k) for k in target)
+    n_matched = sum(not _is_ignorable(k) for k in matched)
+    name = type(enc).__name__
     if not matched:
         raise FtusegError(
-            f"--encoder-weights {path}: no tensor matches encoder {type(enc).__name__}; is it a checkpoint of "
-            "the same backbone?"
+            f"--encoder-weights {path}: no tensor matches encoder {name}; is it a checkpoint of the same backbone?"
+        )
+    if wrong_shape or n_matched < 0.9 * n_target or unused > 0.1 * max(1, len(state)):
+        detail = f"{len(wrong_shape)} with another shape (e.g. {wrong_shape[0]}), " if wrong_shape else ""
+        raise FtusegError(
+            f"--encoder-weights {path}: a checkpoint of another backbone? {n_matched} of {n_target} tensors of "
+            f"encoder {name} fit, {detail}{unused} checkpoint tensors have no place in it"
         )
     enc.load_state_dict(matched, strict=False)
     return len(matched), len(target)

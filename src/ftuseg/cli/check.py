@@ -1,0 +1,33 @@
+"""ftuseg check: report every problem of a data set at once, with a summary; non-zero exit on errors."""
+
+from __future__ import annotations
+
+import argparse
+
+from ftuseg.cli._common import add_common
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check", help="validate a data set and list every problem at once",
+        description="Check DATA (train.csv/test.csv + *_images/, meta.csv): CSV columns and values, duplicate "
+                    "ids, missing or extra images, images that do not decode or differ from img_height/img_width, "
+                    "RLE masks, pixel sizes, organs. Prints one line per problem and a summary; exits 1 if any "
+                    "error was found (warnings alone exit 0).",
+    )
+    p.add_argument("data", help="data folder")
+    p.add_argument("--split", choices=("train", "test"), help="check only this split (default: every split present)")
+    p.add_argument("--no-decode", dest="decode", action="store_false",
+                   help="do not decode images (faster; misses truncated or corrupt files)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ftuseg.check import check_dataset, format_problems, summary_line
+
+    problems = check_dataset(args.data, args.split, decode_images=args.decode, progress=not args.quiet)
+    for line in format_problems(problems):
+        print(line)
+    print(summary_line(problems, args.data))
+    return 1 if any(p.severity == "error" for p in problems) else 0
