@@ -44,3 +44,23 @@ def test_organ_override_changes_the_scale():
     kidney = member_proba(member, img, 1.0, "kidney")
     lung = member_proba(member, img, 1.0, "lung")  # seen at 0.5 µm/px: the small object is 22 px wide
     assert kidney[140, 140] < 0.5 and lung[140, 140] > 0.5
+
+
+def test_per_organ_thresholds_apply_and_unknown_organs_are_refused():
+    import pytest
+
+    from ftuseg.errors import FtusegError
+    from ftuseg.inference.postprocess import Thresholds
+    from ftuseg.inference.predictor import Predictor
+
+    member = Member(opening_model, tiny_config(preset="tiled"))
+    pred = Predictor([member], Thresholds(0.5, 0.0, {"kidney": {"threshold": 0.2, "min_area_um2": 100.0}}))
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:25, 5:25] = 0.3  # 400 px = 100 µm² at 0.5 µm/px
+    prob[30:33, 30:33] = 0.9  # 9 px = 2.25 µm²: below the minimum area
+    mask = pred.binarize(prob, "kidney", 0.5)
+    assert mask[10, 10] == 1 and mask[31, 31] == 0
+    with pytest.raises(FtusegError, match="no tuned threshold"):
+        pred.binarize(prob, "spleen", 0.5)
+    pred.thresholds.organs = {}
+    assert pred.binarize(prob, "spleen", 0.5)[31, 31] == 1 and pred.binarize(prob, "spleen", 0.5)[10, 10] == 0

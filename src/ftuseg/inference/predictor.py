@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from ftuseg.config import RunConfig
+from ftuseg.errors import FtusegError
 from ftuseg.inference.engine import TorchTileFn, pick_device
 from ftuseg.inference.postprocess import Thresholds, binarize, min_area_pixels
 from ftuseg.inference.resample import resize_image, resize_prob, scale_factor, scaled_shape
@@ -86,7 +87,17 @@ class Predictor:
         return acc / len(self.members)
 
     def binarize(self, prob: np.ndarray, organ: str | None = None, pixel_size: float | None = None) -> np.ndarray:
-        """Threshold with the organ's tuned threshold and drop objects under its minimum area (µm²)."""
+        """Threshold with the organ's tuned threshold and drop objects under its minimum area (µm²).
+
+        A model tuned per organ refuses an organ it has no threshold for rather than silently using
+        another organ's; ``--threshold`` (which clears the per-organ values) overrides that.
+        """
+        organs = self.thresholds.organs
+        if organs and str(organ) not in organs:
+            raise FtusegError(
+                f"organ {organ!r} has no tuned threshold in this model (tuned for {', '.join(sorted(organs))}); "
+                "pass --threshold to use one threshold for every organ"
+            )
         thr, min_um2 = self.thresholds.for_organ(organ)
         return binarize(prob, thr, min_area_pixels(min_um2, pixel_size))
 
