@@ -151,3 +151,17 @@ def test_resample_to_a_pixel_size_and_back_keeps_the_shape(h, w, pixel_size, tar
     mask = np.ones(shape, np.uint8)
     back = resize_mask(mask, (h, w))
     assert back.shape == (h, w) and back.all()  # nearest neighbour keeps labels
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    import os
+
+    from ftuseg.io.atomic import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.csv") as fh:
+            fh.write("id,rle\n")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o644

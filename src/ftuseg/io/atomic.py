@@ -106,6 +106,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except OSError as exc:
         raise FtusegError(f"{path}: output folder {parent} is not writable ({_os_reason(exc)})") from None
     os.close(fd)
+    # mkstemp creates 0600 files; give outputs the permissions a plain open() would (0666 minus umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
