@@ -61,7 +61,8 @@ def test_train_writes_run_and_resumes(synth_data, tmp_path):
 
 @pytest.mark.slow
 def test_lr_auto_runs_range_test(synth_data, tmp_path):
-    res = train(tiny_config(lr="auto"), synth_data, tmp_path / "r", progress=False, max_steps=1)
+    res = train(tiny_config(lr="auto", epochs=3), synth_data, tmp_path / "r", progress=False, max_steps=1)
+    assert res.epochs == 1 and res.steps == 1  # stopped by max_steps inside the first epoch
     found = json.loads((tmp_path / "r" / "lr_find.json").read_text())
     assert res.lr == pytest.approx(found["suggestion"]) and 1e-7 < res.lr < 1
     assert (tmp_path / "r" / "lr_find.png").stat().st_size > 1000

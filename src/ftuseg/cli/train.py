@@ -1,4 +1,9 @@
-"""ftuseg train: train a preset (or YAML config) into a run folder; --resume continues it."""
+"""ftuseg train: train a preset (or YAML config) into a run folder; --resume continues it.
+
+``--nproc N`` re-launches the same command under ``torch.distributed.run`` (torchrun) with N processes
+on this machine; ``torchrun --nproc_per_node N -m ftuseg train ...`` works the same way and also spans
+several nodes.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ from ftuseg.cli._common import add_common, add_config_args, config_from_args, in
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model into a run folder",
-                       description="Train on DATA (train.csv + train_images/) into --out RUN_DIR. Works under "
-                                   "torchrun (DDP) unchanged.")
+                       description="Train on DATA (train.csv + train_images/) into --out RUN_DIR. Runs data-parallel "
+                                   "(DDP) with --nproc N, or unchanged under torchrun --nproc_per_node N -m ftuseg.")
     p.add_argument("data", help="data folder with train.csv + train_images/ (and optional meta.csv)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, config.yaml, metrics.csv)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--folds", choices=("all",), help="train every grouped fold into RUN_DIR/fold<k>")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N data-parallel processes on this machine (one per GPU; gloo on CPU)")
     add_config_args(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -24,16 +31,63 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ftuseg.errors import FtusegError
+    from ftuseg.training.distributed import env_info
     from ftuseg.training.trainer import train
 
     cfg = config_from_args(args)
+    dist = env_info()
+    if args.nproc < 1:
+        raise FtusegError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and not dist.enabled:
+        return launch_distributed(cfg, args)
+    quiet = args.quiet or not dist.is_main  # one rank reports
     if args.folds == "all":
         for k in range(cfg.n_folds):
             res = train(cfg.replace(fold=k), args.data, Path(args.out) / f"fold{k}", resume=args.resume,
-                        progress=not args.quiet, max_steps=args.max_steps)
-            info(args, f"fold {k}: best val dice {res.best_dice}")
+                        progress=not quiet, max_steps=args.max_steps)
+            if not quiet:
+                info(args, f"fold {k}: best val dice {res.best_dice}")
         return 0
-    res = train(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet, max_steps=args.max_steps)
+    res = train(cfg, args.data, args.out, resume=args.resume, progress=not quiet, max_steps=args.max_steps)
     dice = "n/a" if res.best_dice is None else f"{res.best_dice:.4f}"
-    info(args, f"done: {res.epochs} epochs, {res.steps} steps, lr {res.lr:.3g}, best val dice {dice} -> {res.run_dir}")
+    if not quiet:
+        info(args, f"done: {res.epochs} epochs, {res.steps} steps, lr {res.lr:.3g}, best val dice {dice} "
+                   f"-> {res.run_dir}")
     return 0
+
+
+def launch_distributed(cfg, args: argparse.Namespace) -> int:
+    """Re-run this command under ``python -m torch.distributed.run --standalone --nproc_per_node N``.
+
+    The resolved configuration travels as a YAML file, so every flag, preset and config file the user
+    gave reaches the workers exactly as parsed here. Returns the launcher's exit status.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="ftuseg-ddp-") as tmp:
+        cfg_path = Path(tmp) / "config.yaml"
+        cfg.save(cfg_path)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "ftuseg"]
+        if getattr(args, "debug", False):
+            cmd.append("--debug")
+        cmd += ["train", str(args.data), "--out", str(args.out), "--preset", cfg.preset, "--config", str(cfg_path)]
+        if args.resume:
+            cmd.append("--resume")
+        if args.folds:
+            cmd += ["--folds", args.folds]
+        if args.max_steps is not None:
+            cmd += ["--max-steps", str(args.max_steps)]
+        if args.quiet:
+            cmd.append("--quiet")
+        env = dict(os.environ)
+        # N processes share this machine's cores; torchrun would otherwise pin every worker to 1 thread
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+        info(args, f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} "
+                   f"-m ftuseg train ...")
+        return subprocess.call(cmd, env=env)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -10,6 +11,29 @@ from ftuseg.inference.tiling import TileGrid, blend_window, pad_to_cover
 
 # (B, T, T, 3) uint8 tiles -> (B, T, T) float32 probabilities
 TileFn = Callable[[np.ndarray], np.ndarray]
+
+
+def iter_tile_batches(padded: np.ndarray, positions: list[tuple[int, int]], tile: int, batch_size: int,
+             prefetch: bool) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+    """(positions, stacked tiles) per batch; with ``prefetch`` the next batch is cut in a thread while the
+    caller runs the model on the current one (numpy copies release the GIL)."""
+
+    def cut(i: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+        chunk = positions[i : i + batch_size]
+        return chunk, np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])
+
+    starts = range(0, len(positions), batch_size)
+    if not prefetch or len(starts) < 2:
+        for i in starts:
+            yield cut(i)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftuseg-tiles") as pool:
+        pending = pool.submit(cut, starts[0])
+        for nxt in [*starts[1:], None]:
+            ready = pending.result()
+            if nxt is not None:
+                pending = pool.submit(cut, nxt)
+            yield ready
 
 
 def sliding_window_predict(
@@ -20,12 +44,14 @@ def sliding_window_predict(
     batch_size: int = 8,
     blend: str = "gaussian",
     margin: int | None = None,
+    prefetch: bool = True,
 ) -> np.ndarray:
     """Probability map (H, W) of ``image`` (H, W, 3) from overlapping tiles blended by a window.
 
     The image is reflect-padded by ``margin`` (default: a quarter tile) so border pixels get context,
     tiles are batched through ``tile_fn``, and overlaps are averaged with weights from
-    :func:`blend_window`, which removes seams.
+    :func:`blend_window`, which removes seams. With ``prefetch`` the next batch of tiles is cut while
+    ``tile_fn`` runs; the result is identical either way.
     """
     h, w = image.shape[:2]
     margin = tile // 4 if margin is None else margin
@@ -34,10 +60,7 @@ def sliding_window_predict(
     weight = blend_window(tile, blend)
     acc = np.zeros(padded.shape[:2], dtype=np.float32)
     wsum = np.zeros(padded.shape[:2], dtype=np.float32)
-    positions = grid.positions()
-    for i in range(0, len(positions), batch_size):
-        chunk = positions[i : i + batch_size]
-        batch = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])
+    for chunk, batch in iter_tile_batches(padded, grid.positions(), tile, max(1, int(batch_size)), prefetch):
         probs = tile_fn(batch)
         for (y, x), p in zip(chunk, probs, strict=True):
             acc[y : y + tile, x : x + tile] += p * weight

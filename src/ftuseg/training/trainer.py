@@ -189,7 +189,8 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             state = load_checkpoint(last)
             saved = RunConfig(**state["config"]).validate()
             if (saved.arch, saved.encoder, saved.mode) != (cfg.arch, cfg.encoder, cfg.mode):
-                raise FtusegError(f"{last}: cannot resume a {saved.arch}/{saved.encoder} run as {cfg.arch}/{cfg.encoder}")
+                raise FtusegError(f"{last}: cannot resume a {saved.arch}/{saved.encoder} run as "
+                                  f"{cfg.arch}/{cfg.encoder}")
     table, train_idx, val_idx = split_table(cfg, data_dir)
     train_table, val_table = table.iloc[train_idx], table.iloc[val_idx]
     if info.is_main:
@@ -217,11 +218,17 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     else:
         lr = float(cfg.lr)
 
+    # channels_last before DDP wraps the model: DDP's gradient buckets must see the final parameter layout
+    # (converting later, e.g. inside TorchTileFn on rank 0 only, would silently desynchronise the buckets)
+    model = model.to(memory_format=torch.channels_last)
+    core = model
     if info.enabled:
         if device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = core = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # no per-forward buffer broadcast: BatchNorm running statistics are averaged over ranks once per
+        # epoch instead (D.average_buffers), which uses every rank's data and keeps replicas identical
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None, **D.no_forward_buffer_sync(),
         )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     if state is not None and "optimizer" in state:
@@ -231,7 +238,10 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    per_rank = math.ceil(len(dataset) / info.world_size)
+    # DistributedSampler(drop_last=True) gives every rank floor(N / world) samples: equal step counts
+    per_rank = len(dataset) // info.world_size if info.enabled else len(dataset)
+    if per_rank == 0:
+        raise FtusegError(f"{data_dir}: {len(dataset)} training samples cannot feed {info.world_size} processes")
     steps_per_epoch = max(1, per_rank // cfg.batch_size if per_rank >= cfg.batch_size else 1)
     total_steps = steps_per_epoch * cfg.epochs
     budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
@@ -246,19 +256,22 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t0
 
-    def progress_frac() -> float:
+    def shared_elapsed() -> float:
+        # under DDP every rank must see the same clock, or the LR (and the stop step) would differ per rank
+        return D.all_reduce_max(elapsed(), info)
+
+    def progress_frac(now: float | None) -> float:
         frac = step / total_steps
         # under a wall-clock budget the schedule follows whichever runs out first: steps or time
-        return max(frac, elapsed() / budget_s) if budget_s else frac
+        return max(frac, now / budget_s) if budget_s and now is not None else frac
 
     epoch = start_epoch - 1
     stop = False
     for epoch in range(start_epoch, cfg.epochs):
-        if stop:
-            break
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        # augmentation draws differ per rank (rank 0 keeps the single-process stream)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1_000_003 * info.rank)
         sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.seed,
                                      drop_last=True) if info.enabled else None
         if sampler is not None:
@@ -271,12 +284,13 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         model.train()
         te = time.perf_counter()
         losses, seen = [], 0
+        now = shared_elapsed() if budget_s else None
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
         for x, y in bar:
             x, y = augment_batch(x, y, cfg.augment, gen)
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            cur_lr = one_cycle_lr(lr, progress_frac())
+            cur_lr = one_cycle_lr(lr, progress_frac(now))
             for g in opt.param_groups:
                 g["lr"] = cur_lr
             opt.zero_grad(set_to_none=True)
@@ -292,7 +306,9 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             seen += x.shape[0]
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{cur_lr:.2e}")
-            if (max_steps is not None and step >= max_steps) or (budget_s and elapsed() >= budget_s):
+            if budget_s:
+                now = shared_elapsed()
+            if (max_steps is not None and step >= max_steps) or (budget_s and now >= budget_s):
                 stop = True
                 break
         bar.close()
@@ -300,7 +316,8 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         train_loss = D.all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), info)
         last_epoch = stop or epoch == cfg.epochs - 1
         val_dice = None
-        core = model.module if info.enabled else model
+        D.average_buffers(core, info)
+        D.write_checksums(core, info, step=step, epoch=epoch)
         if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
             scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), cfg, val_table, progress=progress)
             val_dice = float(scores["dice"].mean())
@@ -324,6 +341,8 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
                     msg += f"  val dice {val_dice:.4f}"
                 tqdm.write(msg)
         D.barrier(info)
+        if stop:  # budget or max_steps reached: this epoch is the last (and was checkpointed above)
+            break
 
     if info.is_main and save_oof_probs and len(val_table) and cfg.fold is not None:
         from ftuseg.models.checkpoint import load_run_model
