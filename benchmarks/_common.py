@@ -27,7 +27,8 @@ def peak_rss_mib() -> float:
 
 def machine() -> dict:
     """Facts about the run; the load average shows whether other jobs shared the CPU meanwhile."""
-    return {"load_average_1_5_15": list(os.getloadavg()), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"load_average_1_5_15": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "cuda": torch.cuda.is_available(),
             "processor": platform.processor() or platform.machine()}
 

@@ -159,7 +159,8 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, spec: SynthSpec = SynthSp
         rows.append({
             "split": split, "id": image_id, "organ": organ, "data_source": "HuBMAP" if hubmap else "HPA",
             "img_height": h, "img_width": w, "pixel_size": pixel_size, "tissue_thickness": 4 if hubmap else 10,
-            "rle": encode_rle(mask), "age": int(rng.integers(20, 80)), "sex": "Male" if rng.random() < 0.5 else "Female",
+            "rle": encode_rle(mask), "age": int(rng.integers(20, 80)),
+            "sex": "Male" if rng.random() < 0.5 else "Female",
         })
         meta.append({"id": image_id, "group": f"patient-{k // 4}", "ftu": organ})
     df = pd.DataFrame(rows)

@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 from ftuseg.errors import FtusegError
 
-VERBS = ("synth", "check", "baseline", "evaluate", "lr_find", "train", "predict", "tune_thresholds", "demo")
+VERBS = (
+    "synth", "check", "baseline", "evaluate", "lr_find", "train",
+    "predict", "report", "export", "tune_thresholds", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

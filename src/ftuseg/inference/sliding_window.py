@@ -53,18 +53,48 @@ def sliding_window_predict(
     :func:`blend_window`, which removes seams. With ``prefetch`` the next batch of tiles is cut while
     ``tile_fn`` runs; the result is identical either way.
     """
+    prob, _, _ = blended_windows(tile_fn, image, tile, overlap, batch_size, blend, margin, prefetch)
+    return prob
+
+
+KeepFn = Callable[[list[tuple[int, int]], int, int, int], np.ndarray]
+
+
+def blended_windows(
+    tile_fn: TileFn,
+    image: np.ndarray,
+    tile: int,
+    overlap: float = 0.5,
+    batch_size: int = 8,
+    blend: str = "gaussian",
+    margin: int | None = None,
+    prefetch: bool = True,
+    keep_fn: KeepFn | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """:func:`sliding_window_predict` that can skip tiles: returns (prob, tiles in the grid, tiles skipped).
+
+    ``keep_fn(positions, top, left, tile)`` returns a boolean per tile position (padded coordinates;
+    the image starts at (top, left)); pixels no kept tile covers get probability 0 (background).
+    """
     h, w = image.shape[:2]
     margin = tile // 4 if margin is None else margin
     padded, (top, left) = pad_to_cover(image, tile, margin)
     grid = TileGrid.from_overlap(padded.shape[0], padded.shape[1], tile, overlap)
+    positions = grid.positions()
+    if keep_fn is not None:
+        keep = keep_fn(positions, top, left, tile)
+        positions_kept = [p for p, k in zip(positions, keep, strict=True) if k]
+    else:
+        positions_kept = positions
     weight = blend_window(tile, blend)
     acc = np.zeros(padded.shape[:2], dtype=np.float32)
     wsum = np.zeros(padded.shape[:2], dtype=np.float32)
-    for chunk, batch in iter_tile_batches(padded, grid.positions(), tile, max(1, int(batch_size)), prefetch):
+    for chunk, batch in iter_tile_batches(padded, positions_kept, tile, max(1, int(batch_size)), prefetch):
         probs = tile_fn(batch)
         for (y, x), p in zip(chunk, probs, strict=True):
             acc[y : y + tile, x : x + tile] += p * weight
             wsum[y : y + tile, x : x + tile] += weight
     out = acc[top : top + h, left : left + w]
-    out /= wsum[top : top + h, left : left + w]
-    return out
+    ws = wsum[top : top + h, left : left + w]
+    prob = np.divide(out, ws, out=np.zeros_like(out), where=ws > 0)
+    return prob, len(positions), len(positions) - len(positions_kept)
