@@ -86,9 +86,37 @@ def merge_across_borders(polygons: Sequence[Polygon], cuts_x: Sequence[int], cut
         touches |= (bounds[:, 1] == c) | (bounds[:, 3] == c)
     keep = [p for p, t in zip(polygons, touches, strict=True) if not t]
     border = [p for p, t in zip(polygons, touches, strict=True) if t]
-    if border:
-        keep.extend(_explode(shapely.simplify(shapely.union_all(border), 0.0)))
+    for group in _touching_groups(border):
+        if len(group) == 1:
+            keep.append(border[group[0]])
+        else:  # one object cut into pieces: a small union per object, never one over the whole slide
+            keep.extend(_explode(shapely.simplify(shapely.union_all([border[i] for i in group]), 0.0)))
     return sort_polygons(keep)
+
+
+def _touching_groups(polygons: Sequence[Polygon]) -> list[list[int]]:
+    """Indices of polygons grouped by touching (connected components of the touch graph)."""
+    n = len(polygons)
+    if n == 0:
+        return []
+    a, b = shapely.STRtree(polygons).query(polygons, predicate="intersects")
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(a.tolist(), b.tolist(), strict=True):
+        if i < j:
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
 
 
 def sort_polygons(polygons: Iterable[Polygon]) -> list[Polygon]:
