@@ -52,8 +52,8 @@ def is_tiff(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(TIFF_EXTENSIONS)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a whole image file as RGB uint8 (H, W, 3). Raises :class:`ImageReadError` on failure."""
+def check_image_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, after one clear error if it is missing, a folder or empty."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: image file not found")
@@ -61,6 +61,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: is a folder, not an image file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: image file is empty (0 bytes)")
+    return path
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a whole image file as RGB uint8 (H, W, 3). Raises :class:`ImageReadError` on failure."""
+    path = check_image_file(path)
     try:
         if is_tiff(path):
             import tifffile

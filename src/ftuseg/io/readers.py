@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ftuseg.errors import FtusegError, ImageReadError
-from ftuseg.io.images import TIFF_EXTENSIONS, to_rgb_uint8
+from ftuseg.io.images import TIFF_EXTENSIONS, check_image_file, to_rgb_uint8
 
 PILLOW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 OPENSLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
@@ -402,13 +402,7 @@ class OpenSlideReader(SlideReader):
 
 def open_slide(path: str | os.PathLike) -> SlideReader:
     """The reader for ``path`` chosen by its extension; clear errors for missing/unsupported files."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: image file not found")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: image file is empty (0 bytes)")
+    path = check_image_file(path)
     lower = path.name.lower()
     if lower.endswith(TIFF_EXTENSIONS):
         return TiffSlideReader(path)
