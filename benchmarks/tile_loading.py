@@ -1,5 +1,8 @@
 """Does tile loading keep up with the model? Tiles/s of the tiled sampler alone vs training steps alone.
 
+Training steps are timed in fp32 (NCHW and channels_last) and in the trainer's own precision
+(bf16 autocast + channels_last on CPUs with native bf16, see ``ftuseg.training.trainer.train_autocast``).
+
     python benchmarks/tile_loading.py [--tile-size 256 --target-mpp 2.0]
 """
 
@@ -12,6 +15,29 @@ from pathlib import Path
 import torch
 
 from _common import DEFAULT_DATA, RESULTS, machine, write_json
+
+
+def train_tiles_per_s(cfg, x: torch.Tensor, y: torch.Tensor, channels_last: bool, dtype, steps: int = 4) -> float:
+    """Tiles/s of AdamW steps on one fixed batch (after one warm-up step for oneDNN's primitives)."""
+    from ftuseg.models.factory import build_model
+    from ftuseg.training.losses import BCEDiceLoss
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(cfg).train().to(memory_format=fmt)
+    xb = x.contiguous(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    loss_fn = BCEDiceLoss()
+    t = 0.0
+    for i in range(steps + 1):
+        if i == 1:
+            t = time.perf_counter()
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = model(xb)
+        loss_fn(logits.float(), y).backward()
+        opt.step()
+    return x.shape[0] * steps / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -27,10 +53,8 @@ def main() -> None:
 
     from ftuseg.config import make_config
     from ftuseg.io.dataset import load_table
-    from ftuseg.models.factory import build_model
     from ftuseg.training.augment import augment_batch
     from ftuseg.training.datasets import TileDataset
-    from ftuseg.training.losses import BCEDiceLoss
 
     cfg = make_config("tiled", tile_size=args.tile_size, target_mpp=args.target_mpp, encoder=args.encoder)
     table = load_table(args.data, "train", need_rle=True)
@@ -45,20 +69,21 @@ def main() -> None:
     for _ in range(4):
         augment_batch(x, y, "full", gen)
     aug_s = (time.perf_counter() - t) / 4
-    model = build_model(cfg).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    loss_fn = BCEDiceLoss()
-    steps = 3
-    t = time.perf_counter()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y).backward()
-        opt.step()
-    step_s = (time.perf_counter() - t) / steps
+    # training steps alone, in each precision/layout; "trainer" is what ftuseg.training.train uses here
+    from ftuseg.training.trainer import train_autocast
+
+    use_amp, amp_dtype = train_autocast(cfg, torch.device("cpu"))
+    variants = {"fp32_nchw": (False, None), "fp32_channels_last": (True, None),
+                "trainer": (True, amp_dtype if use_amp else None)}
+    train_rates = {name: train_tiles_per_s(cfg, x, y, channels_last, dtype)
+                   for name, (channels_last, dtype) in variants.items()}
     out = {"benchmark": "tile_loading", "tile_size": args.tile_size, "target_mpp": args.target_mpp,
            "encoder": args.encoder, "batch_size": cfg.batch_size,
            "loading_tiles_per_s_one_process": args.tiles / load_s,
-           "augment_ms_per_batch": aug_s * 1000, "train_tiles_per_s": cfg.batch_size / step_s,
+           "augment_ms_per_batch": aug_s * 1000,
+           "train_tiles_per_s": train_rates["trainer"],
+           "trainer_autocast": str(amp_dtype).replace("torch.", "") if use_amp else "none (fp32)",
+           "train_tiles_per_s_by_variant": train_rates,
            "machine": machine()}
     out["loading_to_training_ratio"] = out["loading_tiles_per_s_one_process"] / out["train_tiles_per_s"]
     write_json(RESULTS / "tile_loading.json", out)

@@ -111,3 +111,48 @@ def test_tile_dataset_is_lazy_and_physical(synth_data):
     assert len(ds._cache) <= ds.cache_size
     hits = sum(float(ds[i][1].sum()) > 0 for i in range(6))
     assert hits >= 5  # centred on FTU pixels when fg_fraction = 1
+
+
+def test_train_autocast_follows_device_and_cpu_bf16_support(monkeypatch):
+    import ftuseg.training.trainer as T
+
+    cfg = tiny_config()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    assert T.train_autocast(cfg, cpu) == (True, torch.bfloat16)
+    assert T.train_autocast(cfg.replace(amp=False), cpu) == (False, torch.float32)
+    # emulated bf16 is slower than fp32: CPUs without native kernels train in fp32
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)
+    assert T.train_autocast(cfg, cpu) == (False, torch.float32)
+
+
+def test_lr_range_test_under_bf16_autocast_keeps_fp32_weights(synth_data):
+    from ftuseg.models.factory import build_model
+    from ftuseg.training.losses import BCEDiceLoss
+    from ftuseg.training.lr_finder import lr_range_test
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config())
+    x = torch.rand(2, 3, 64, 64) * 255
+    y = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    res = lr_range_test(model, lambda: iter([(x, y)]), BCEDiceLoss(), num_iter=6, progress=False,
+                        autocast_dtype=torch.bfloat16)
+    assert len(res.lrs) == 6 and all(np.isfinite(res.losses))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_fresh_run_replaces_a_stale_best_checkpoint_at_its_first_epoch(synth_data, tmp_path, monkeypatch):
+    import ftuseg.training.trainer as T
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"left by an earlier run")
+
+    def interrupted(*args, **kwargs):  # the run dies at its first validation (end of epoch 2)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(T, "evaluate_images", interrupted)
+    with pytest.raises(RuntimeError, match="killed"):
+        T.train(tiny_config(epochs=2, val_every=100), synth_data, run, progress=False)
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == 0 and best["config"]["encoder"] == "resnet18"

@@ -67,6 +67,9 @@ def add_config_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("preset
         elif f.name == "organ_mpp":
             kw["type"] = _parse_mapping
             kw["metavar"] = "ORGAN=MPP,..."
+        elif f.name == "organs":
+            kw["type"] = str
+            kw["metavar"] = "ORGAN,..."
         elif f.name in ("max_minutes",):
             kw["type"] = _optional_number
         elif f.name == "fold":

@@ -48,7 +48,11 @@ def member_proba(member: Member, image: np.ndarray, pixel_size: float | None, or
 
 
 class Predictor:
-    """Average of several runs (folds, architectures), with thresholds from the first run."""
+    """Average of several runs (folds, architectures), with thresholds from the first run.
+
+    Runs trained with ``organs`` (organ specialists) only predict those organs: each image is averaged
+    over the runs that cover its organ, and the per-organ thresholds of every run are merged.
+    """
 
     def __init__(self, members: Sequence[Member], thresholds: Thresholds | None = None):
         if not members:
@@ -75,16 +79,31 @@ class Predictor:
             use_tta = cfg.tta if tta is None else tta
             members.append(Member(make_tile_fn(model, cfg, Path(run), dev, use_tta, engine, which), cfg))
             tpath = (Path(run) if Path(run).is_dir() else Path(run).parent) / "thresholds.json"
-            if thresholds is None and tpath.exists():
-                thresholds = Thresholds.load(tpath)
+            if tpath.exists():
+                loaded = Thresholds.load(tpath)
+                if thresholds is None:
+                    thresholds = loaded
+                else:  # organ specialists each bring their own organs' tuned values; the first run wins ties
+                    for organ, values in loaded.organs.items():
+                        thresholds.organs.setdefault(organ, values)
         return cls(members, thresholds)
 
+    def members_for(self, organ: str | None) -> list[Member]:
+        """The members that cover ``organ``: all-organ runs plus the specialists trained on it."""
+        chosen = [m for m in self.members if m.cfg.covers(organ)]
+        if not chosen:
+            known = sorted({o for m in self.members for o in m.cfg.organs})
+            raise FtusegError(f"organ {organ!r}: no model in this ensemble covers it (they cover {', '.join(known)})")
+        return chosen
+
     def predict_proba(self, image: np.ndarray, pixel_size: float | None = None, organ: str | None = None) -> np.ndarray:
+        """Mean probability of the members that cover ``organ`` (organ specialists are routed by organ)."""
+        members = self.members_for(organ)
         acc = None
-        for m in self.members:
+        for m in members:
             p = member_proba(m, image, pixel_size, organ)
             acc = p if acc is None else acc + p
-        return acc / len(self.members)
+        return acc / len(members)
 
     def binarize(self, prob: np.ndarray, organ: str | None = None, pixel_size: float | None = None) -> np.ndarray:
         """Threshold with the organ's tuned threshold and drop objects under its minimum area (µm²).

@@ -220,7 +220,7 @@ def _marker(sd: Path, box: tuple[int, int, int, int]) -> Path:
 def _halo(predictor: Predictor, pixel_size: float, organ: str | None) -> int:
     """Source pixels of context around a region: one network tile at each model's resolution."""
     halo = 0
-    for m in predictor.members:
+    for m in predictor.members_for(organ):
         if m.cfg.mode == "tiled":
             f = scale_factor(pixel_size, m.cfg.mpp_for(organ))
             halo = max(halo, math.ceil(m.cfg.tile_size / f))
@@ -267,13 +267,14 @@ class _RegionWorker:
         self.p = pixel_size
         self.organ = organ
         self.tissue = tissue
+        self.members = predictor.members_for(organ)  # organ specialists are routed here, once per slide
         self.halo = _halo(predictor, pixel_size, organ)
         from ftuseg.inference.postprocess import min_area_pixels
 
         self.threshold, min_um2 = predictor.thresholds.for_organ(organ)
         self.min_area = min_area_pixels(min_um2, pixel_size)
         if n_regions > 1:
-            whole = [m for m in predictor.members if m.cfg.mode != "tiled"]
+            whole = [m for m in self.members if m.cfg.mode != "tiled"]
             if whole:
                 raise FtusegError(
                     f"{reader.path}: a {reader.width}x{reader.height} image needs {n_regions} regions but the model "
@@ -289,7 +290,7 @@ class _RegionWorker:
 
     def _count_only(self, rb: tuple[int, int, int, int]) -> int:
         total = 0
-        for m in self.predictor.members:
+        for m in self.members:
             if m.cfg.mode == "tiled":
                 sh, sw = scaled_shape(rb[3], rb[2], scale_factor(self.p, m.cfg.mpp_for(self.organ)))
                 total += _grid_size(sh, sw, m.cfg.tile_size, m.cfg.overlap)
@@ -312,7 +313,7 @@ class _RegionWorker:
         out_box = (0, 0, rw, rh) if self.min_area > 0 else core
         acc = None
         total = skipped = 0
-        for m in self.predictor.members:
+        for m in self.members:
             if m.cfg.mode == "tiled":
                 f = scale_factor(self.p, m.cfg.mpp_for(self.organ))
                 scaled = resize_image(img, scaled_shape(rh, rw, f))
@@ -326,8 +327,8 @@ class _RegionWorker:
                 prob = np.ascontiguousarray(prob_full[oy : oy + oh, ox : ox + ow])
             acc = prob if acc is None else acc + prob
         prob = acc
-        if len(self.predictor.members) > 1:
-            prob /= len(self.predictor.members)
+        if len(self.members) > 1:
+            prob /= len(self.members)
         if self.min_area > 0:
             # Small objects are judged with the halo, so an object cut by the region border keeps its size.
             mask = binarize(prob, self.threshold, self.min_area)

@@ -36,10 +36,13 @@ def lr_range_test(
     diverge: float = 4.0,
     weight_decay: float = 1e-4,
     progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> LRFinderResult:
     """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ``num_iter`` AdamW steps.
 
-    The model's weights are restored afterwards; see :func:`suggest_lr` for the suggestion.
+    ``autocast_dtype`` runs the forward pass under autocast, as training does (the losses, and so the
+    suggestion, should come from the precision the run will train in). The model's weights are restored
+    afterwards; see :func:`suggest_lr` for the suggestion.
     """
     from tqdm.auto import tqdm
 
@@ -59,7 +62,10 @@ def lr_range_test(
                     g["lr"] = lr
                 x, y = x.to(device), y.to(device)
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                with torch.autocast(torch.device(device).type, dtype=autocast_dtype or torch.bfloat16,
+                                    enabled=autocast_dtype is not None):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y)
                 loss.backward()
                 opt.step()
                 value = float(loss.detach())

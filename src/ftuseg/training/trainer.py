@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ftuseg.config import RunConfig
 from ftuseg.errors import FtusegError
-from ftuseg.inference.engine import TorchTileFn
+from ftuseg.inference.engine import TorchTileFn, cpu_has_native_bf16
 from ftuseg.inference.predictor import Member, member_proba
 from ftuseg.io.atomic import atomic_write
 from ftuseg.io.dataset import load_table, read_row_image, read_row_mask
@@ -65,6 +65,23 @@ def one_cycle_lr(max_lr: float, progress: float, pct_start: float = 0.3, div: fl
     return end + (hi - end) * (1 + math.cos(math.pi * t)) / 2
 
 
+def train_autocast(cfg: RunConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether training runs under autocast, and in which dtype.
+
+    CUDA: bf16 where supported, else fp16 (with a GradScaler). CPU: bf16 only where oneDNN has native
+    kernels (AVX512-BF16 / AMX); there a ResNet34 U-Net training step on 256 px tiles ran 2.6x faster
+    than fp32 on this project's 2-core CPU (benchmarks/tile_loading.py). Emulated bf16 is slower than fp32,
+    so other CPUs train in fp32. Weights, optimiser state and the loss stay fp32 either way.
+    """
+    if not cfg.amp:
+        return False, torch.float32
+    if device.type == "cuda":
+        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return True, torch.bfloat16
+    return False, torch.float32
+
+
 def make_train_dataset(cfg: RunConfig, table: pd.DataFrame, progress: bool = False) -> Dataset:
     if cfg.mode == "whole":
         return WholeImageDataset(table, cfg.image_size, progress=progress)
@@ -74,6 +91,13 @@ def make_train_dataset(cfg: RunConfig, table: pd.DataFrame, progress: bool = Fal
 def split_table(cfg: RunConfig, data_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     table = load_table(data_dir, split="train", need_rle=True)
     train_idx, val_idx = train_val_split(table, cfg.val_fraction, cfg.fold, cfg.n_folds, cfg.seed)
+    if cfg.organs:
+        # filter after splitting: a specialist's folds are the all-organ folds restricted to its organs
+        keep = table["organ"].astype(str).isin(cfg.organs).to_numpy()
+        missing = sorted(set(cfg.organs) - set(table["organ"].astype(str)))
+        if missing:
+            raise FtusegError(f"{data_dir}: organs {', '.join(missing)} (config organs) not in train.csv")
+        train_idx, val_idx = train_idx[keep[train_idx]], val_idx[keep[val_idx]]
     if len(train_idx) == 0:
         raise FtusegError(f"{data_dir}: no training images left after the validation split")
     return table, train_idx, val_idx
@@ -132,8 +156,11 @@ def find_lr(cfg: RunConfig, model: torch.nn.Module, dataset: Dataset, device: to
             x, y = augment_batch(x, y, cfg.augment, gen)
             yield x.to(device), y.to(device)
 
+    use_amp, amp_dtype = train_autocast(cfg, device)
     return lr_range_test(model, batches, loss_fn, device=device, num_iter=num_iter,
-                         weight_decay=cfg.weight_decay, progress=progress)
+                         weight_decay=cfg.weight_decay, progress=progress,
+                         # fp16 would need a GradScaler here; the sweep then runs in fp32
+                         autocast_dtype=amp_dtype if use_amp and amp_dtype == torch.bfloat16 else None)
 
 
 def run_lr_find(cfg: RunConfig, data_dir: str | os.PathLike, out_png: str | os.PathLike,
@@ -234,8 +261,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     if state is not None and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
     loss_fn = BCEDiceLoss()
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp, amp_dtype = train_autocast(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     # DistributedSampler(drop_last=True) gives every rank floor(N / world) samples: equal step counts
@@ -267,6 +293,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
 
     epoch = start_epoch - 1
     stop = False
+    best_written = state is not None and (run_dir / "best.pt").exists()
     for epoch in range(start_epoch, cfg.epochs):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
@@ -332,8 +359,11 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             extra = dict(optimizer=opt.state_dict(), epoch=epoch, step=step, lr=lr, best_dice=best,
                          elapsed=elapsed(), history=history)
             save_checkpoint(run_dir / "last.pt", core, cfg, **extra)
-            if improved or (len(val_table) == 0) or not (run_dir / "best.pt").exists():
+            # a fresh run writes best.pt at its first epoch: one left in the folder by an earlier run must
+            # not survive as this run's "best" until its first validation
+            if improved or (len(val_table) == 0) or not best_written:
                 save_checkpoint(run_dir / "best.pt", core, cfg, epoch=epoch, step=step, lr=lr, best_dice=best)
+                best_written = True
             _write_log(run_dir / "metrics.csv", history)
             if progress:
                 msg = f"epoch {epoch + 1}: loss {train_loss:.4f}"
