@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--reuse-seed", action="store_true",
                     help="reuse benchmarks/results/seed_parity.json for the seed-512 model (same fold and budget)")
     ap.add_argument("--runs", type=Path, default=RESULTS / "runs")
+    ap.add_argument("--append", action="store_true",
+                    help="add these folds to the existing accuracy.json (same budget and settings) and pool them")
     args = ap.parse_args()
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
@@ -111,6 +113,12 @@ def main() -> None:
     results: dict = {"benchmark": "accuracy", "budget_minutes": args.minutes, "n_folds": args.n_folds,
                      "tiled_overrides": tiled_over, "specialists": args.specialists,
                      "folds": {}, "machine": machine(), "data": str(args.data)}
+    if args.append and (RESULTS / "accuracy.json").exists():
+        old = json.loads((RESULTS / "accuracy.json").read_text())
+        same = ("budget_minutes", "n_folds", "tiled_overrides", "specialists")
+        if any(old.get(key) != results[key] for key in same):
+            raise SystemExit(f"--append: accuracy.json was run with other settings ({', '.join(same)} must match)")
+        results["folds"] = old["folds"]
     for k in [int(f) for f in args.folds.split(",")]:
         common = dict(fold=k, n_folds=args.n_folds, max_minutes=args.minutes, epochs=10_000)
         seed_cfg = make_config("seed-512", lr=1e-3, val_every=2, **common)
