@@ -69,6 +69,13 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: b
     return out
 
 
+def seed_parity_record(seed: dict, cfg, data: Path, minutes: float, wall_seconds: float) -> dict:
+    """A seed-512 training result in seed_parity.json's format (seed_parity.py and accuracy.py share it)."""
+    return {**seed, "baseline": baseline_scores(cfg, data), "benchmark": "seed_parity", "budget_minutes": minutes,
+            "fold": cfg.fold, "n_folds": cfg.n_folds, "wall_seconds": wall_seconds, "peak_rss_mib": peak_rss_mib(),
+            "machine": machine(), "data": str(data)}
+
+
 def baseline_scores(cfg, data: Path) -> dict:
     from ftuseg.baseline import random_baseline
     from ftuseg.evaluate import score_submission

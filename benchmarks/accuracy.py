@@ -24,7 +24,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, summarise, train_and_score, write_json
+from _common import (
+    DEFAULT_DATA,
+    RESULTS,
+    machine,
+    peak_rss_mib,
+    seed_parity_record,
+    summarise,
+    train_and_score,
+    write_json,
+)
 
 CPU_TILED = {"tile_size": 256, "target_mpp": 2.0, "organ_mpp": {"largeintestine": 1.0}, "batch_size": 8,
              "tiles_per_epoch": 256, "num_workers": 1, "lr": 1e-3, "val_every": 10_000, "infer_batch_size": 8}
@@ -40,15 +49,10 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
-def write_seed_parity(seed: dict, cfg, data: Path, minutes: float, n_folds: int) -> None:
-    """Write a seed-512 fold-0 result in seed_parity.py's format (its training is identical)."""
-    from _common import baseline_scores
-
-    record = {**seed, "baseline": baseline_scores(cfg, data), "benchmark": "seed_parity",
-              "budget_minutes": minutes, "fold": cfg.fold, "n_folds": n_folds,
-              "wall_seconds": seed["train_seconds"] + seed["no_tta"]["predict_seconds"],
-              "peak_rss_mib": peak_rss_mib(), "machine": machine(), "data": str(data),
-              "written_by": "benchmarks/accuracy.py"}
+def write_seed_parity(seed: dict, cfg, data: Path, minutes: float) -> None:
+    """Write a seed-512 fold-0 result as seed_parity.json (its training is identical to seed_parity.py's)."""
+    wall = seed["train_seconds"] + seed["no_tta"]["predict_seconds"]
+    record = {**seed_parity_record(seed, cfg, data, minutes, wall), "written_by": "benchmarks/accuracy.py"}
     write_json(RESULTS / "seed_parity.json", record)
 
 
@@ -130,7 +134,7 @@ def main() -> None:
         else:
             seed = train_and_score(seed_cfg, args.data, args.runs / f"seed-512-fold{k}")
             if k == 0:  # the same run as benchmarks/seed_parity.py (same config, fold and budget): keep both current
-                write_seed_parity(seed, seed_cfg, args.data, args.minutes, args.n_folds)
+                write_seed_parity(seed, seed_cfg, args.data, args.minutes)
         groups = [g.split(",") for g in args.specialists.split(";") if g] or [[]]
         parts = []
         for organs in groups:

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, RESULTS, baseline_scores, machine, peak_rss_mib, train_and_score, write_json
+from _common import DEFAULT_DATA, RESULTS, seed_parity_record, train_and_score, write_json
 
 
 def main() -> None:
@@ -33,10 +33,7 @@ def main() -> None:
     cfg = make_config("seed-512", fold=args.fold, n_folds=args.n_folds, max_minutes=args.minutes, epochs=10_000,
                       lr=1e-3, val_every=2)
     result = train_and_score(cfg, args.data, args.run_dir)
-    result["baseline"] = baseline_scores(cfg, args.data)
-    result.update({"benchmark": "seed_parity", "budget_minutes": args.minutes, "fold": args.fold,
-                   "n_folds": args.n_folds, "wall_seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib(),
-                   "machine": machine(), "data": str(args.data)})
+    result = seed_parity_record(result, cfg, args.data, args.minutes, time.perf_counter() - t0)
     write_json(args.out, result)
     r = result["no_tta"]
     print(f"seed-512 val mean Dice {r['mean_dice']:.4f} vs baseline {result['baseline']['mean_dice']:.4f}")

@@ -217,10 +217,10 @@ def _marker(sd: Path, box: tuple[int, int, int, int]) -> Path:
 
 # ------------------------------------------------------------------------------------------------
 # prediction of one region
-def _halo(predictor: Predictor, pixel_size: float, organ: str | None) -> int:
+def _halo(members: list[Member], pixel_size: float, organ: str | None) -> int:
     """Source pixels of context around a region: one network tile at each model's resolution."""
     halo = 0
-    for m in predictor.members_for(organ):
+    for m in members:
         if m.cfg.mode == "tiled":
             f = scale_factor(pixel_size, m.cfg.mpp_for(organ))
             halo = max(halo, math.ceil(m.cfg.tile_size / f))
@@ -268,7 +268,7 @@ class _RegionWorker:
         self.organ = organ
         self.tissue = tissue
         self.members = predictor.members_for(organ)  # organ specialists are routed here, once per slide
-        self.halo = _halo(predictor, pixel_size, organ)
+        self.halo = _halo(self.members, pixel_size, organ)
         from ftuseg.inference.postprocess import min_area_pixels
 
         self.threshold, min_um2 = predictor.thresholds.for_organ(organ)
