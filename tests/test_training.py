@@ -108,9 +108,52 @@ def test_tile_dataset_is_lazy_and_physical(synth_data):
     ds = TileDataset(table, tiny_config(preset="tiled", fg_fraction=1.0, scale_jitter=0.0), length=6)
     x, y = ds[0]
     assert x.shape == (3, 64, 64) and y.shape == (1, 64, 64)
-    assert len(ds._cache) <= ds.cache_size
     hits = sum(float(ds[i][1].sum()) > 0 for i in range(6))
     assert hits >= 5  # centred on FTU pixels when fg_fraction = 1
+
+
+def test_tile_dataset_cache_stays_within_its_byte_budget(synth_data):
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training.datasets import TileDataset
+
+    table = load_table(synth_data, "train", need_rle=True)
+    cfg = tiny_config(preset="tiled")
+    one = sum(a.nbytes for a in TileDataset(table, cfg, length=1)._load(0))
+    ds = TileDataset(table, cfg, length=40, cache_mib=2.5 * one / 2**20)
+    for i in range(40):
+        ds[i]
+    assert 1 <= len(ds._cache) <= 3 and ds._cached == sum(a.nbytes for e in ds._cache.values() for a in e)
+    assert ds._cached <= ds.cache_bytes
+    tiny = TileDataset(table, cfg, length=3, cache_mib=0)  # smaller than any image: still keeps the last one
+    tiny[0], tiny[1]
+    assert len(tiny._cache) == 1
+
+
+# the last-but-one window is 3x the image: mirrored again and again, where rounding errors add up
+@pytest.mark.parametrize("y0,x0,src,mask_tol", [(20, 30, 96, 0.03), (-40, -10, 96, 0.03), (150, 170, 96, 0.03),
+                                                 (-300, -250, 640, 0.06), (5, -7, 20, 0.03)])
+def test_window_at_tile_scale_matches_padding_at_source_scale(y0, x0, src, mask_tol):
+    """Padding after resampling (cheap) gives the tile that padding first (costly) would give."""
+    from ftuseg.inference.resample import resize_image, resize_mask
+    from ftuseg.training.datasets import window_at_tile_scale
+
+    h, w, tile = 200, 220, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([yy, xx, (yy + xx) // 2], -1).astype(np.uint8)  # smooth ramps
+    mask = ((yy - 100) ** 2 + (xx - 110) ** 2 < 60**2).astype(np.uint8)
+    ref_pads = [(max(0, -y0), max(0, y0 + src - h)), (max(0, -x0), max(0, x0 + src - w))]
+    inside = (slice(max(0, y0), min(h, y0 + src)), slice(max(0, x0), min(w, x0 + src)))
+    ref_img = resize_image(np.pad(img[inside], ref_pads + [(0, 0)], mode="symmetric"), (tile, tile))
+    ref_mask = resize_mask(np.pad(mask[inside], ref_pads, mode="symmetric"), (tile, tile))
+    got_img = window_at_tile_scale(img, y0, x0, src, tile, resize_image)
+    got_mask = window_at_tile_scale(mask, y0, x0, src, tile, resize_mask)
+    assert got_img.shape == (tile, tile, 3) and got_mask.shape == (tile, tile)
+    assert got_img.dtype == np.uint8 and got_mask.dtype == np.uint8
+    # the same picture up to resampling: within a few grey levels on smooth ramps, masks agree but for edges
+    assert np.abs(got_img.astype(int) - ref_img.astype(int)).mean() < 3.0
+    assert (got_mask != ref_mask).mean() < mask_tol
+    if ref_pads == [(0, 0), (0, 0)]:  # wholly inside: exactly the plain resize
+        np.testing.assert_array_equal(got_img, resize_image(img[inside], (tile, tile)))
 
 
 def test_train_autocast_follows_device_and_cpu_bf16_support(monkeypatch):
