@@ -24,7 +24,8 @@ def scene(pixel_size: float) -> np.ndarray:
 
 
 def test_same_tissue_at_two_pixel_sizes_gives_the_same_physical_mask():
-    member = Member(opening_model, tiny_config(preset="tiled", target_mpp=1.0, tile_size=64))
+    # organ_mpp={}: no per-organ override (the preset sees kidney coarser), so 1 µm/px applies
+    member = Member(opening_model, tiny_config(preset="tiled", target_mpp=1.0, tile_size=64, organ_mpp={}))
     fine = member_proba(member, scene(0.5), 0.5, "kidney")  # 400 x 400 px
     coarse = member_proba(member, scene(1.0), 1.0, "kidney")  # 200 x 200 px
     assert fine.shape == (400, 400) and coarse.shape == (200, 200)

@@ -51,8 +51,9 @@ class DarkTiles:
 def fake_predictor(mode: str = "tiled", fail_after: int | None = None, min_area_um2: float = 0.0, mpp: float = 1.0):
     from ftuseg.config import make_config
 
+    # organ_mpp={}: every organ at ``mpp`` (the tiled preset's own kidney override would change the scale)
     cfg = make_config("tiled" if mode == "tiled" else "seed-512", tile_size=64, image_size=64, target_mpp=mpp,
-                      overlap=0.5, infer_batch_size=16, min_area_um2=min_area_um2, encoder="resnet18")
+                      organ_mpp={}, overlap=0.5, infer_batch_size=16, min_area_um2=min_area_um2, encoder="resnet18")
     fn = DarkTiles(fail_after)
     return Predictor([Member(fn, cfg)]), fn
 
