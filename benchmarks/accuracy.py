@@ -168,6 +168,8 @@ def main() -> None:
         if any(old.get(key) != results[key] for key in same):
             raise SystemExit(f"--append: accuracy.json was run with other settings ({', '.join(same)} must match)")
         results["folds"] = old["folds"]
+    shares = parse_specialists(args.specialists)
+    groups = [organs for organs, _ in shares]
     for k in [int(f) for f in args.folds.split(",")]:
         common = dict(fold=k, n_folds=args.n_folds, max_minutes=args.minutes, epochs=10_000)
         seed_cfg = make_config("seed-512", lr=1e-3, val_every=2, **common)
@@ -176,8 +178,6 @@ def main() -> None:
             seed = train_and_score(seed_cfg, args.data, args.runs / f"seed-512-fold{k}")
             if k == 0:  # the same run as benchmarks/seed_parity.py (same config, fold and budget): keep both current
                 write_seed_parity(seed, seed_cfg, args.data, args.minutes)
-        shares = parse_specialists(args.specialists)
-        groups = [organs for organs, _ in shares]
         parts = []
         for organs, share in shares:
             cfg_g = make_config("tiled", **{**common, **tiled_over, "organs": organs,

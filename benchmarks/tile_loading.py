@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from _common import DEFAULT_DATA, RESULTS, machine, write_json
+from ftuseg.cli._common import parse_mapping
 
 
 def train_tiles_per_s(cfg, x: torch.Tensor, y: torch.Tensor, channels_last: bool, dtype, steps: int = 4) -> float:
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--tile-size", type=int, default=256)
     ap.add_argument("--target-mpp", type=float, default=2.0)
-    ap.add_argument("--organ-mpp", default="kidney=6,largeintestine=1",
+    ap.add_argument("--organ-mpp", type=parse_mapping, default="kidney=6,largeintestine=1",
                     help="per-organ µm/px, as in benchmarks/accuracy.py's tiled run ('' for none)")
     ap.add_argument("--encoder", default="resnet34")
     ap.add_argument("--tiles", type=int, default=64)
@@ -58,8 +59,7 @@ def main() -> None:
     from ftuseg.training.augment import augment_batch
     from ftuseg.training.datasets import TileDataset
 
-    organ_mpp = {k: float(v) for k, v in (p.split("=") for p in args.organ_mpp.split(",") if p)}
-    cfg = make_config("tiled", tile_size=args.tile_size, target_mpp=args.target_mpp, organ_mpp=organ_mpp,
+    cfg = make_config("tiled", tile_size=args.tile_size, target_mpp=args.target_mpp, organ_mpp=args.organ_mpp,
                       encoder=args.encoder)
     table = load_table(args.data, "train", need_rle=True)
     ds = TileDataset(table, cfg, length=args.tiles)
@@ -86,7 +86,7 @@ def main() -> None:
     train_rates = {name: train_tiles_per_s(cfg, x, y, channels_last, dtype)
                    for name, (channels_last, dtype) in variants.items()}
     out = {"benchmark": "tile_loading", "tile_size": args.tile_size, "target_mpp": args.target_mpp,
-           "organ_mpp": organ_mpp, "cache_mib_per_worker": ds.cache_bytes / 2**20,
+           "organ_mpp": args.organ_mpp, "cache_mib_per_worker": ds.cache_bytes / 2**20,
            "encoder": args.encoder, "batch_size": cfg.batch_size,
            "loading_tiles_per_s_one_process": args.tiles / load_s,
            "loading_tiles_per_s_decoded_images_cached": args.tiles / warm_s,

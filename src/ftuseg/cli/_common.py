@@ -21,7 +21,8 @@ def info(args: argparse.Namespace, *msg: object) -> None:
         print(*msg, file=sys.stderr, flush=True)
 
 
-def _parse_mapping(text: str) -> dict[str, float]:
+def parse_mapping(text: str) -> dict[str, float]:
+    """``organ=value,organ=value`` -> {organ: value} (the ``--organ-mpp`` flag's type)."""
     out = {}
     for part in filter(None, (s.strip() for s in text.split(","))):
         if "=" not in part:
@@ -65,7 +66,7 @@ def add_config_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("preset
         elif f.name == "lr":
             kw["type"] = _lr
         elif f.name == "organ_mpp":
-            kw["type"] = _parse_mapping
+            kw["type"] = parse_mapping
             kw["metavar"] = "ORGAN=MPP,..."
         elif f.name == "organs":
             kw["type"] = str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -118,7 +119,9 @@ class TileDataset(Dataset):
         return _to_tensors(crop_img, crop_mask)
 
 
-def window_at_tile_scale(arr: np.ndarray, y0: int, x0: int, src: int, tile: int, resize) -> np.ndarray:
+def window_at_tile_scale(
+    arr: np.ndarray, y0: int, x0: int, src: int, tile: int, resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+) -> np.ndarray:
     """The ``src x src`` window at (y0, x0) resampled to ``tile x tile``, reflect-padded where it leaves ``arr``.
 
     Only the part inside ``arr`` is resampled, and the padding is added at tile scale: at coarse µm/px the
