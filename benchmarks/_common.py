@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ftu-bench"
@@ -26,11 +23,11 @@ def peak_rss_mib() -> float:
 
 
 def machine() -> dict:
-    """Facts about the run; the load average shows whether other jobs shared the CPU meanwhile."""
-    return {"load_average_1_5_15": list(os.getloadavg()),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.is_available(),
-            "processor": platform.processor() or platform.machine()}
+    """Facts about the run (CPU model and AVX2/AVX-512/BF16/AMX flags, threads); the load average shows
+    whether other jobs shared the CPU meanwhile."""
+    from ftuseg.hardware import machine_info
+
+    return machine_info()
 
 
 def write_json(path: Path, data: dict) -> None:

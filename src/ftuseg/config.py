@@ -43,6 +43,9 @@ class RunConfig:
     val_fraction: float = 0.2
     n_folds: int = 5
     fold: int | None = None  # grouped k-fold index; None: a single grouped split of val_fraction
+    # share of a fold run's training part held out (grouped) to choose the best checkpoint, so that the
+    # reported fold never chooses anything; 0: keep the last checkpoint of a fold run
+    select_fraction: float = 0.15
     seed: int = 0
     num_workers: int = 0
     augment: str = "flips"  # "flips" (seed) or "full" (D4 + scale jitter + stain/colour)
@@ -82,6 +85,8 @@ class RunConfig:
                     self.lr = float(self.lr)
                 except ValueError:
                     raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
+        if not 0 <= self.select_fraction < 1:
+            raise FtusegError(f"config: select_fraction must be in [0, 1), got {self.select_fraction}")
         if self.fold is not None and not 0 <= self.fold < self.n_folds:
             raise FtusegError(f"config: fold must be in [0, {self.n_folds}), got {self.fold}")
         if isinstance(self.organs, str):

@@ -25,11 +25,11 @@ class FTUNet(nn.Module):
     Normalisation lives inside the module so exported models (ONNX) need no pre-processing contract.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
 
     @property
     def encoder(self) -> nn.Module:
@@ -41,16 +41,26 @@ class FTUNet(nn.Module):
 
 def build_model(cfg: RunConfig, load_weights: bool = True) -> FTUNet:
     """The network named by ``cfg`` (architecture + smp or ``tu-`` timm encoder), randomly initialised
-    unless ``cfg.encoder_weights`` names a local file or ``imagenet``."""
+    unless ``cfg.encoder_weights`` names an offline checkpoint (``imagenet-lite0``), a local file or
+    ``imagenet`` (online only).
+
+    The input normalisation follows the weights: an offline checkpoint brings its own (it is part of the
+    run's config, so a saved run rebuilds the same network without loading the checkpoint again)."""
     import segmentation_models_pytorch as smp
+
+    from ftuseg.models.pretrained import load_pretrained_encoder, pretrained_spec
 
     arch = ARCHITECTURES.get(cfg.arch.lower().replace("_", "").replace("-", ""))
     if arch is None:
         raise FtusegError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     cls = getattr(smp, arch)
+    spec = pretrained_spec(cfg.encoder_weights)
+    if spec is not None and cfg.encoder != spec.encoder:
+        raise FtusegError(f"--encoder-weights {spec.name} fits encoder {spec.encoder}, not {cfg.encoder!r}: "
+                          f"add --encoder {spec.encoder}")
     weights = cfg.encoder_weights if load_weights else None
     hub = weights == "imagenet"
-    if weights and not hub and not Path(weights).exists():
+    if weights and not hub and spec is None and not Path(weights).exists():
         raise FtusegError(f"--encoder-weights {weights}: file not found")
     try:
         net = cls(encoder_name=cfg.encoder, encoder_weights="imagenet" if hub else None, in_channels=3, classes=1)
@@ -65,8 +75,10 @@ def build_model(cfg: RunConfig, load_weights: bool = True) -> FTUNet:
         if "encoder" in str(exc).lower() or "timm" in str(exc).lower() or "not found" in str(exc).lower():
             raise FtusegError(f"unknown encoder {cfg.encoder!r} ({str(exc).splitlines()[0]})") from None
         raise
-    model = FTUNet(net)
-    if weights and not hub:
+    model = FTUNet(net, spec.mean, spec.std) if spec is not None else FTUNet(net)
+    if weights and spec is not None:
+        load_pretrained_encoder(model.encoder, spec.name)
+    elif weights and not hub:
         load_encoder_weights(model, weights)
     return model
 

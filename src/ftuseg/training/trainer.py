@@ -103,6 +103,19 @@ def split_table(cfg: RunConfig, data_dir: str | os.PathLike) -> tuple[pd.DataFra
     return table, train_idx, val_idx
 
 
+def selection_split(cfg: RunConfig, table: pd.DataFrame, train_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, select) row indices: a fold run chooses its best checkpoint on a grouped inner split of its own
+    training part, never on the fold it reports. Without a fold (or with ``select_fraction`` 0, or a single
+    group) nothing is held back: the run validates on its validation split as before."""
+    if cfg.fold is None or cfg.select_fraction <= 0:
+        return train_idx, np.arange(0)
+    fit, select = train_val_split(table.iloc[train_idx].reset_index(drop=True), cfg.select_fraction,
+                                  seed=cfg.seed + 1)
+    if len(select) == 0 or len(fit) == 0:
+        return train_idx, np.arange(0)
+    return train_idx[fit], train_idx[select]
+
+
 def evaluate_images(
     tile_fn, cfg: RunConfig, table: pd.DataFrame, progress: bool = False, keep_proba: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -135,6 +148,21 @@ def save_oof(run_dir: Path, probs: dict[str, np.ndarray], scores: pd.DataFrame) 
             fh.write(buf.getvalue())
     with atomic_write(run_dir / "oof_dice.csv") as fh:
         scores.to_csv(fh, index=False)
+
+
+def write_run_info(run_dir: Path, cfg: RunConfig, n_train: int, n_select: int, n_heldout: int, **budget) -> None:
+    """``run_info.json``: the machine (CPU model and AVX2/AVX-512/BF16/AMX, threads, load) and the budget
+    spent in steps, tiles and seconds, so that figures from different machines are never mixed up."""
+    from ftuseg.hardware import machine_info
+
+    use_amp, dtype = train_autocast(cfg, torch.device("cpu") if cfg.device in ("auto", "cpu") and
+                                    not torch.cuda.is_available() else torch.device("cuda"))
+    info = {"machine": machine_info(), "images": {"train": n_train, "select": n_select, "heldout": n_heldout},
+            "precision": str(dtype).replace("torch.", "") if use_amp else "float32",
+            "max_minutes": cfg.max_minutes, "tile_size": cfg.tile_size if cfg.mode == "tiled" else cfg.image_size,
+            **budget}
+    with atomic_write(run_dir / "run_info.json") as fh:
+        json.dump(info, fh, indent=2, default=float)
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -218,12 +246,19 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             if (saved.arch, saved.encoder, saved.mode) != (cfg.arch, cfg.encoder, cfg.mode):
                 raise FtusegError(f"{last}: cannot resume a {saved.arch}/{saved.encoder} run as "
                                   f"{cfg.arch}/{cfg.encoder}")
-    table, train_idx, val_idx = split_table(cfg, data_dir)
-    train_table, val_table = table.iloc[train_idx], table.iloc[val_idx]
+    table, train_idx, heldout_idx = split_table(cfg, data_dir)
+    fit_idx, select_idx = selection_split(cfg, table, train_idx)
+    heldout_table = table.iloc[heldout_idx]
+    train_table = table.iloc[fit_idx]
+    # the images that choose the best checkpoint: a fold run's inner split, else the validation split
+    val_table = table.iloc[select_idx] if len(select_idx) else (heldout_table if cfg.fold is None else
+                                                              heldout_table.iloc[:0])
     if info.is_main:
         cfg.save(run_dir / "config.yaml")
         with atomic_write(run_dir / "split.json") as fh:
-            json.dump({"train": train_table["id"].tolist(), "val": val_table["id"].tolist()}, fh)
+            json.dump({"train": train_table["id"].tolist(), "select": val_table["id"].tolist(),
+                       "val": heldout_table["id"].tolist()}, fh)
+        write_run_info(run_dir, cfg, len(train_table), len(val_table), len(heldout_table))
     dataset = make_train_dataset(cfg, train_table, progress=progress)
 
     model = build_model(cfg, load_weights=state is None).to(device)
@@ -374,11 +409,15 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         if stop:  # budget or max_steps reached: this epoch is the last (and was checkpointed above)
             break
 
-    if info.is_main and save_oof_probs and len(val_table) and cfg.fold is not None:
+    if info.is_main:
+        write_run_info(run_dir, cfg, len(train_table), len(val_table), len(heldout_table),
+                       steps=step, tiles=step * cfg.batch_size * info.world_size, seconds=elapsed(),
+                       best_dice=best, world_size=info.world_size)
+    if info.is_main and save_oof_probs and len(heldout_table) and cfg.fold is not None:
         from ftuseg.models.checkpoint import load_run_model
 
         best_model, _ = load_run_model(run_dir, "best")
-        scores, probs = evaluate_images(TorchTileFn(best_model, device, amp=cfg.amp), cfg, val_table,
+        scores, probs = evaluate_images(TorchTileFn(best_model, device, amp=cfg.amp), cfg, heldout_table,
                                         progress=progress, keep_proba=True)
         save_oof(run_dir, probs, scores)
     return TrainResult(run_dir, best, epoch + 1, step, lr, history)
