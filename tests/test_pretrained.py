@@ -65,7 +65,8 @@ def test_segmentation_encoder_receives_every_tensor():
     # the checkpoint tensors the encoder leaves out are exactly the classification head
     head = {k for k in P.rename_to_timm(source, P.timm_block_ids(model.encoder.model))
             if k.startswith(("conv_head.", "bn2.", "classifier."))}
-    assert len(source) == len({k.removeprefix("model.") for k in enc if not k.endswith("num_batches_tracked")}) + len(head)
+    body = {k.removeprefix("model.") for k in enc if not k.endswith("num_batches_tracked")}
+    assert len(source) == len(body) + len(head)
     # the network normalises its input the way the checkpoint was trained
     assert torch.allclose(model.mean.flatten(), torch.full((3,), 127.0))
     assert torch.allclose(model.std.flatten(), torch.full((3,), 128.0))
