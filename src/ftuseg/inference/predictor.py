@@ -14,7 +14,7 @@ import torch
 from ftuseg.config import RunConfig
 from ftuseg.errors import FtusegError
 from ftuseg.inference.engine import TorchTileFn, pick_device
-from ftuseg.inference.postprocess import Thresholds, binarize, min_area_pixels
+from ftuseg.inference.postprocess import Thresholds, binarize, hole_area_pixels, min_area_pixels
 from ftuseg.inference.resample import resize_image, resize_prob, scale_factor, scaled_shape
 from ftuseg.inference.sliding_window import TileFn, sliding_window_predict
 
@@ -118,7 +118,8 @@ class Predictor:
                 "pass --threshold to use one threshold for every organ"
             )
         thr, min_um2 = self.thresholds.for_organ(organ)
-        return binarize(prob, thr, min_area_pixels(min_um2, pixel_size))
+        holes = hole_area_pixels(self.thresholds.holes_for(organ), pixel_size)
+        return binarize(prob, thr, min_area_pixels(min_um2, pixel_size), holes)
 
     def predict_mask(self, image: np.ndarray, pixel_size: float | None = None, organ: str | None = None) -> np.ndarray:
         return self.binarize(self.predict_proba(image, pixel_size, organ), organ, pixel_size)

@@ -269,10 +269,11 @@ class _RegionWorker:
         self.tissue = tissue
         self.members = predictor.members_for(organ)  # organ specialists are routed here, once per slide
         self.halo = _halo(self.members, pixel_size, organ)
-        from ftuseg.inference.postprocess import min_area_pixels
+        from ftuseg.inference.postprocess import hole_area_pixels, min_area_pixels
 
         self.threshold, min_um2 = predictor.thresholds.for_organ(organ)
         self.min_area = min_area_pixels(min_um2, pixel_size)
+        self.max_hole = hole_area_pixels(predictor.thresholds.holes_for(organ), pixel_size)
         if n_regions > 1:
             whole = [m for m in self.members if m.cfg.mode != "tiled"]
             if whole:
@@ -331,7 +332,7 @@ class _RegionWorker:
             prob /= len(self.members)
         if self.min_area > 0:
             # Small objects are judged with the halo, so an object cut by the region border keeps its size.
-            mask = binarize(prob, self.threshold, self.min_area)
+            mask = binarize(prob, self.threshold, self.min_area, self.max_hole)
             cx, cy, cw, ch = core
             mask, prob = mask[cy : cy + ch, cx : cx + cw], prob[cy : cy + ch, cx : cx + cw]
         else:

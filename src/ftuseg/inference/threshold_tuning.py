@@ -15,12 +15,19 @@ import numpy as np
 import pandas as pd
 
 from ftuseg.errors import FtusegError
-from ftuseg.inference.postprocess import Thresholds, min_area_pixels, remove_small_objects
+from ftuseg.inference.postprocess import (
+    Thresholds,
+    fill_small_holes,
+    hole_area_pixels,
+    min_area_pixels,
+    remove_small_objects,
+)
 from ftuseg.io.dataset import expected_shape, load_table, read_row_mask
 from ftuseg.metrics import dice_score
 
 THRESHOLD_GRID = np.round(np.arange(0.1, 0.91, 0.05), 2)
 MIN_AREA_GRID_UM2 = (0.0, 50.0, 200.0, 800.0, 2000.0)
+FILL_HOLES_GRID_UM2 = (0.0, 500.0, 5000.0, float("inf"))
 
 
 def load_oof(run_dirs: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
@@ -55,7 +62,7 @@ def dice_curve(prob_u8: np.ndarray, truth: np.ndarray, grid: np.ndarray = THRESH
 def tune_thresholds(
     run_dirs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, save: bool = True,
 ) -> tuple[Thresholds, pd.DataFrame]:
-    """Choose a global and a per-organ (threshold, min area) maximising mean out-of-fold Dice.
+    """Choose a global and a per-organ (threshold, min area, hole filling) maximising mean out-of-fold Dice.
 
     Returns the thresholds and a table of the OOF Dice before (0.5, no min area) and after tuning per organ.
     With ``save`` the result is written to ``thresholds.json`` in every run folder.
@@ -76,28 +83,33 @@ def tune_thresholds(
     organs = np.array([str(r["organ"]) for r, _, _ in items])
     default_i = int(np.argmin(np.abs(THRESHOLD_GRID - 0.5)))
 
-    def best_area(sel: np.ndarray, thr: float) -> tuple[float, float]:
-        scores = []
-        for area in MIN_AREA_GRID_UM2:
-            d = [dice_score(remove_small_objects((p > thr * 255).astype(np.uint8),
-                                                 min_area_pixels(area, float(r["pixel_size"]))), t)
-                 for (r, p, t), s in zip(items, sel, strict=True) if s]
-            scores.append(float(np.mean(d)))
-        k = int(np.argmax(scores))
-        return MIN_AREA_GRID_UM2[k], scores[k]
+    def best_post(sel: np.ndarray, thr: float) -> tuple[float, float, float]:
+        """(min area, hole limit, mean Dice): holes are filled before small objects are dropped, as at
+        prediction; the grid is small, so every pair is scored."""
+        chosen = [(r, (p > thr * 255).astype(np.uint8), t) for (r, p, t), s in zip(items, sel, strict=True) if s]
+        best = (0.0, 0.0, -1.0)
+        for holes in FILL_HOLES_GRID_UM2:
+            filled = [(r, fill_small_holes(m, hole_area_pixels(holes, float(r["pixel_size"]))), t)
+                      for r, m, t in chosen]
+            for area in MIN_AREA_GRID_UM2:
+                d = float(np.mean([dice_score(remove_small_objects(m, min_area_pixels(area, float(r["pixel_size"]))),
+                                              t) for r, m, t in filled]))
+                if d > best[2] + 1e-9:  # ties keep the simpler (earlier, smaller) setting
+                    best = (area, holes, d)
+        return best
 
     everything = np.ones(len(items), bool)
     g_thr = float(THRESHOLD_GRID[int(np.argmax(curves.mean(0)))])
-    g_area, _ = best_area(everything, g_thr)
-    result = Thresholds(threshold=g_thr, min_area_um2=g_area)
+    g_area, g_holes, _ = best_post(everything, g_thr)
+    result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes)
     report = []
     for organ in sorted(set(organs)):
         sel = organs == organ
         thr = float(THRESHOLD_GRID[int(np.argmax(curves[sel].mean(0)))])
-        area, tuned = best_area(sel, thr)
-        result.organs[organ] = {"threshold": thr, "min_area_um2": area}
+        area, holes, tuned = best_post(sel, thr)
+        result.organs[organ] = {"threshold": thr, "min_area_um2": area, "fill_holes_um2": holes}
         report.append({"organ": organ, "n_images": int(sel.sum()), "dice_at_0.5": float(curves[sel, default_i].mean()),
-                       "threshold": thr, "min_area_um2": area, "dice_tuned": tuned})
+                       "threshold": thr, "min_area_um2": area, "fill_holes_um2": holes, "dice_tuned": tuned})
     if save:
         for run in run_dirs:
             result.save(Path(run) / "thresholds.json")

@@ -1,0 +1,82 @@
+"""Post-processing: hole filling, small-object removal, and tuning them out of fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ftuseg.inference.postprocess import Thresholds, binarize, fill_small_holes, hole_area_pixels
+
+
+def ring(size: int = 64, outer: int = 20, inner: int = 8, centre: tuple[int, int] = (32, 32)) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - centre[0], xx - centre[1])
+    return ((r <= outer) & (r > inner)).astype(np.uint8)
+
+
+def test_fill_small_holes_fills_a_lumen_up_to_the_limit():
+    mask = ring()
+    hole = int((ring(inner=-1) - mask).sum())
+    assert fill_small_holes(mask, hole - 1).sum() == mask.sum()  # just too big: kept open
+    filled = fill_small_holes(mask, hole)
+    assert filled.sum() == mask.sum() + hole and filled[32, 32] == 1
+    assert fill_small_holes(mask, float("inf")).sum() == mask.sum() + hole
+
+
+def test_background_touching_the_border_is_never_a_hole():
+    mask = ring(centre=(32, 5))  # the ring is cut by the left border: its opening reaches the edge
+    mask[:, 0] = 0
+    out = fill_small_holes(mask, float("inf"))
+    # only enclosed background may change; every background pixel connected to the border stays 0
+    import cv2
+
+    n, labels = cv2.connectedComponents((mask == 0).astype(np.uint8), connectivity=4)
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))) - {0}
+    for lab in border:
+        assert not out[labels == lab].any()
+
+
+def test_binarize_fills_before_dropping_small_objects():
+    prob = ring().astype(float) * 0.9
+    # a ring whose foreground alone is under the minimum area survives once its lumen is filled
+    fg = int(ring().sum())
+    full = int(ring(inner=-1).sum())
+    assert binarize(prob, 0.5, min_area_px=fg + 1).sum() == 0
+    assert binarize(prob, 0.5, min_area_px=fg + 1, max_hole_px=float("inf")).sum() == full
+
+
+def test_hole_limit_is_physical():
+    assert hole_area_pixels(100.0, 0.5) == pytest.approx(400.0)
+    assert hole_area_pixels(0.0, 0.5) == 0 and hole_area_pixels(float("inf"), 2.0) == float("inf")
+
+
+def test_thresholds_round_trip_per_organ_hole_setting(tmp_path):
+    t = Thresholds(0.4, 10.0, {"largeintestine": {"threshold": 0.3, "min_area_um2": 0.0, "fill_holes_um2": float("inf")}})
+    t.save(tmp_path / "t.json")
+    back = Thresholds.load(tmp_path / "t.json")
+    assert back.holes_for("largeintestine") == float("inf") and back.holes_for("kidney") == 0.0
+    assert back.for_organ("largeintestine") == (0.3, 0.0)
+
+
+def test_tuning_chooses_to_fill_lumens_when_the_truth_has_them_filled(tmp_path):
+    """OOF probabilities that miss every lumen, truth that includes it: tuning must pick hole filling."""
+    from ftuseg.inference.threshold_tuning import tune_thresholds
+    from ftuseg.rle import encode_rle
+
+    rows, run = [], tmp_path / "run"
+    (run / "oof").mkdir(parents=True)
+    (tmp_path / "data" / "train_images").mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        truth = ring(inner=-1, centre=(30 + i, 32))
+        prob = (ring(centre=(30 + i, 32)) * 230).astype(np.uint8)
+        np.savez_compressed(run / "oof" / f"g{i}.npz", prob=prob)
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "data" / "train_images" / f"g{i}.png")
+        rows.append(f"g{i},largeintestine,HPA,64,64,1.0,4,{encode_rle(truth)},,")
+    (tmp_path / "data" / "train.csv").write_text(
+        "id,organ,data_source,img_height,img_width,pixel_size,tissue_thickness,rle,age,sex\n" + "\n".join(rows) + "\n")
+    result, report = tune_thresholds([run], tmp_path / "data")
+    assert result.holes_for("largeintestine") > 0
+    assert report.loc[0, "dice_tuned"] == pytest.approx(1.0)
+    assert report.loc[0, "dice_at_0.5"] < 0.95
