@@ -51,7 +51,8 @@ def test_hole_limit_is_physical():
 
 
 def test_thresholds_round_trip_per_organ_hole_setting(tmp_path):
-    t = Thresholds(0.4, 10.0, {"largeintestine": {"threshold": 0.3, "min_area_um2": 0.0, "fill_holes_um2": float("inf")}})
+    organ = {"threshold": 0.3, "min_area_um2": 0.0, "fill_holes_um2": float("inf")}
+    t = Thresholds(0.4, 10.0, {"largeintestine": organ})
     t.save(tmp_path / "t.json")
     back = Thresholds.load(tmp_path / "t.json")
     assert back.holes_for("largeintestine") == float("inf") and back.holes_for("kidney") == 0.0
