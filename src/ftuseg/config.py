@@ -20,50 +20,60 @@ from ftuseg.errors import FtusegError
 @dataclass
 class RunConfig:
     # --- identity -----------------------------------------------------------------------------
-    preset: str = "seed-512"
+    preset: str = field(default="seed-512", metadata={"help": "named starting configuration (seed-512, tiled, demo)"})
     # --- model --------------------------------------------------------------------------------
-    arch: str = "unet"
-    encoder: str = "resnet34"
-    encoder_weights: str | None = None  # None, a local checkpoint path, or "imagenet" (online only)
+    arch: str = field(default="unet", metadata={"help": "decoder architecture (segmentation_models_pytorch name)"})
+    encoder: str = field(default="resnet34", metadata={"help": "encoder backbone (timm / smp name)"})
+    encoder_weights: str | None = field(default=None, metadata={
+        "help": "initial encoder weights: none, a local checkpoint path, or imagenet (online only)"})
     # --- geometry -----------------------------------------------------------------------------
-    mode: str = "whole"  # "whole": resize each image to image_size (seed); "tiled": tiles at target_mpp
-    image_size: int = 512
-    tile_size: int = 512
-    target_mpp: float = 1.0  # micrometres per pixel the network sees (tiled mode)
-    organ_mpp: dict[str, float] = field(default_factory=dict)  # per-organ override of target_mpp
-    # organ specialists: train on (and predict for) these organs only; empty: every organ. Folds are cut
-    # on the whole table first, so specialists trained on the same fold hold out the same images.
-    organs: list[str] = field(default_factory=list)
+    mode: str = field(default="whole", metadata={
+        "help": "whole: each image resized to image_size (the seed); tiled: tiles at target_mpp"})
+    image_size: int = field(default=512, metadata={"help": "side of the resized whole image, px (mode whole)"})
+    tile_size: int = field(default=512, metadata={"help": "side of a network tile, px (mode tiled)"})
+    target_mpp: float = field(default=1.0, metadata={"help": "resolution the network sees, µm/px (mode tiled)"})
+    organ_mpp: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "per-organ override of target_mpp, µm/px (kidney=3.0,...)"})
+    organs: list[str] = field(default_factory=list, metadata={
+        "help": "organ specialist: train on and predict these organs only (empty: every organ); "
+                "folds are cut on the whole table first, so specialists of one fold hold out the same images"})
     # --- training -----------------------------------------------------------------------------
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float | str = "auto"  # a number, or "auto" for the LR range test's suggestion
-    weight_decay: float = 1e-4
-    max_minutes: float | None = None  # wall-clock budget; the one-cycle schedule follows it
-    val_fraction: float = 0.2
-    n_folds: int = 5
-    fold: int | None = None  # grouped k-fold index; None: a single grouped split of val_fraction
-    # share of a fold run's training part held out (grouped) to choose the best checkpoint, so that the
-    # reported fold never chooses anything; 0: keep the last checkpoint of a fold run
-    select_fraction: float = 0.15
-    seed: int = 0
-    num_workers: int = 0
-    augment: str = "flips"  # "flips" (seed) or "full" (D4 + scale jitter + stain/colour)
-    tiles_per_epoch: int = 256
-    # share of training tiles centred on an FTU pixel; the rest are centred anywhere on tissue. More FTU
-    # tiles shift the prior towards over-segmentation (ftu-bench: 0.2 scored higher than 0.5)
-    fg_fraction: float = 0.5
-    scale_jitter: float = 0.15
-    amp: bool = True  # training autocast: bf16/fp16 on CUDA, bf16 on CPUs with native bf16 (else fp32)
-    val_every: int = 1
+    epochs: int = field(default=20, metadata={"help": "training epochs (a max_minutes budget may end sooner)"})
+    batch_size: int = field(default=8, metadata={"help": "images or tiles per optimiser step (per process)"})
+    lr: float | str = field(default="auto", metadata={
+        "help": "peak learning rate of the one-cycle schedule, or auto for the LR range test's suggestion"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "wall-clock training budget, minutes; the one-cycle schedule follows it (none: no budget)"})
+    val_fraction: float = field(default=0.2, metadata={
+        "help": "share of images held out (grouped) for validation when no fold is given, 0-1"})
+    n_folds: int = field(default=5, metadata={"help": "number of grouped cross-validation folds"})
+    fold: int | None = field(default=None, metadata={
+        "help": "grouped k-fold index to hold out, 0..n_folds-1 (none: a single split of val_fraction)"})
+    select_fraction: float = field(default=0.15, metadata={
+        "help": "share of a fold run's training images held out (grouped) to choose the best checkpoint, 0-1, "
+                "so the reported fold never chooses anything; 0 keeps the last checkpoint"})
+    seed: int = field(default=0, metadata={"help": "random seed (splits, sampling, initialisation)"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (0: load in the main process)"})
+    augment: str = field(default="flips", metadata={
+        "help": "flips (the seed), full (D4 + scale jitter + stain/colour) or none"})
+    tiles_per_epoch: int = field(default=256, metadata={"help": "training tiles per epoch (mode tiled)"})
+    fg_fraction: float = field(default=0.5, metadata={
+        "help": "share of training tiles centred on an FTU pixel, 0-1 (the rest anywhere on tissue); more FTU "
+                "tiles push towards over-segmentation (ftu-bench: 0.2 beat 0.5)"})
+    scale_jitter: float = field(default=0.15, metadata={
+        "help": "random scale change of training tiles, as a fraction (0.15: x0.85-1.15; augment full)"})
+    amp: bool = field(default=True, metadata={
+        "help": "training autocast: bf16/fp16 on CUDA, bf16 on CPUs with native bf16 (else fp32)"})
+    val_every: int = field(default=1, metadata={"help": "validate every N epochs (and after the last)"})
     # --- inference ----------------------------------------------------------------------------
-    overlap: float = 0.5
-    blend: str = "gaussian"  # "gaussian" or "cosine"
-    infer_batch_size: int = 8
-    tta: bool = False
-    threshold: float = 0.5
-    min_area_um2: float = 0.0  # objects smaller than this (µm²) are dropped
-    device: str = "auto"
+    overlap: float = field(default=0.5, metadata={"help": "overlap of inference windows, fraction of a tile, 0-1"})
+    blend: str = field(default="gaussian", metadata={"help": "window blending overlapping tiles: gaussian or cosine"})
+    infer_batch_size: int = field(default=8, metadata={"help": "tiles per batch at inference"})
+    tta: bool = field(default=False, metadata={"help": "flip test-time augmentation at inference (4 flips)"})
+    threshold: float = field(default=0.5, metadata={"help": "probability above which a pixel is FTU, 0-1"})
+    min_area_um2: float = field(default=0.0, metadata={"help": "objects smaller than this are dropped, µm²"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu or cuda[:N]"})
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> RunConfig:

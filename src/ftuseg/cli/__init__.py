@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ftuseg.errors import FtusegError
 
 VERBS = (
-    "synth", "check", "baseline", "evaluate", "lr_find", "train",
+    "synth", "check", "baseline", "evaluate", "lr_find", "train", "fit",
     "predict", "report", "export", "tune_thresholds", "demo",
 )
 
@@ -19,11 +19,14 @@ VERBS = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from ftuseg.cli._common import DEBUG_HELP, QUIET_HELP
+
     parser = argparse.ArgumentParser(
         prog="ftuseg",
         description="Segment functional tissue units (glomeruli, crypts, glands, alveoli, white pulp) in histology.",
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:

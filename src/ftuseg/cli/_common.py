@@ -10,10 +10,15 @@ import typing
 from ftuseg.config import PRESETS, RunConfig, make_config
 from ftuseg.errors import FtusegError
 
+QUIET_HELP = "no progress bars or informational output"
+DEBUG_HELP = "show full tracebacks on errors"
+
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or informational output")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    """--quiet/--debug after the verb too. SUPPRESS keeps the value given before the verb (``ftuseg -q
+    train``): a sub-parser default would overwrite it."""
+    p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
 
 
 def info(args: argparse.Namespace, *msg: object) -> None:
@@ -79,7 +84,30 @@ def add_config_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("preset
             kw["type"] = hint
         else:
             kw["type"] = str
-        g.add_argument(flag, help=f"config field {f.name}", **kw)
+        g.add_argument(flag, help=config_field_help(f), **kw)
+
+
+def config_field_help(f: dataclasses.Field) -> str:
+    """The field's own documentation (``metadata["help"]`` in config.py, meaning and unit), its default
+    and the presets that change it. Escaped for argparse, which %-formats help strings."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    text = f"{f.metadata.get('help', f.name)}; default {_shown(default)}"
+    by_preset = [f"{name}: {_shown(values[f.name])}" for name, values in PRESETS.items()
+                 if f.name in values and values[f.name] != default]
+    if by_preset:
+        text += f" (preset {', '.join(by_preset)})"
+    return text.replace("%", "%%")
+
+
+def _shown(value: object) -> str:
+    """A default as the user would type it on the command line."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 def config_from_args(args: argparse.Namespace, **forced: object) -> RunConfig:
