@@ -20,15 +20,8 @@ from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, train_and_scor
 
 LOCKED_FOLD = 4
 
-# The recipe: ImageNet EfficientNet-Lite0 U-Net (offline weights), tiles spanning ~1.5 mm for kidney
-# (context tells a glomerulus from the renal capsule) and ~0.25-0.5 mm for glands.
-COMMON = dict(encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet-lite0", batch_size=8,
-              tiles_per_epoch=256, num_workers=1, lr=1e-3, val_every=4, infer_batch_size=8, epochs=100_000)
-ZOO = {
-    "glomeruli-pas": dict(organs=["kidney"], tile_size=384, target_mpp=4.0, organ_mpp={}),
-    "glands-he": dict(organs=["largeintestine", "prostate"], tile_size=256, target_mpp=2.0,
-                      organ_mpp={"largeintestine": 1.0}),
-}
+# zoo model -> the recipe's FTU family (ftuseg.training.recipe: the same recipe as ``ftuseg fit``)
+ZOO = {"glomeruli-pas": "glomeruli", "glands-he": "glands"}
 
 
 def main() -> None:
@@ -41,14 +34,14 @@ def main() -> None:
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to train")
 
-    from ftuseg.config import make_config
+    from ftuseg.training.recipe import recipe_config
 
     budgets = dict(zip(ZOO, (float(m) for m in args.minutes.split(",")), strict=False))
     out_path = RESULTS / "zoo_train.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"benchmark": "zoo_train", "models": {}}
     results["locked_fold"] = LOCKED_FOLD
     for name in args.models.split(","):
-        cfg = make_config("tiled", **{**COMMON, **ZOO[name], "fold": LOCKED_FOLD, "max_minutes": budgets[name]})
+        cfg = recipe_config(ZOO[name], fold=LOCKED_FOLD, max_minutes=budgets[name], num_workers=1)
         t0 = time.perf_counter()
         before = machine()
         res = train_and_score(cfg, args.data, args.runs / name, tta=True)

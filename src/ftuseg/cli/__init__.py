@@ -12,7 +12,7 @@ from ftuseg.errors import FtusegError
 
 VERBS = (
     "synth", "check", "baseline", "evaluate", "lr_find", "train", "fit",
-    "predict", "report", "export", "tune_thresholds", "demo",
+    "predict", "report", "export", "tune_thresholds", "demo", "models",
 )
 
 

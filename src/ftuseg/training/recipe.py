@@ -1,0 +1,123 @@
+"""The best recipe, end to end: organ-specialist fold runs from an ImageNet encoder, then post-processing
+tuned out of fold. ``ftuseg fit DATA --out DIR --minutes M`` is this module's :func:`train_recipe`.
+
+The recipe is what the shipped models are trained with (benchmarks/zoo_train.py reads it from here):
+an EfficientNet-Lite0 U-Net from the offline ImageNet checkpoint, one specialist per FTU family
+(kidney sees ~1.5 mm per tile, since context tells a glomerulus from the renal capsule; glands see
+0.25-0.5 mm at finer detail), checkpoints chosen on an inner split of each fold's training part, and
+per-organ threshold, minimum object area and hole filling tuned on the out-of-fold probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftuseg.config import RunConfig, make_config
+from ftuseg.errors import FtusegError
+
+RECIPE_COMMON: dict[str, Any] = dict(
+    encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet-lite0", batch_size=8, tiles_per_epoch=256,
+    lr=1e-3, val_every=4, infer_batch_size=8, epochs=100_000,
+)
+# FTU families: each trains one specialist. Organs of the data that no family names get one of their own.
+RECIPE_GROUPS: dict[str, dict[str, Any]] = {
+    "glomeruli": dict(organs=["kidney"], tile_size=384, target_mpp=4.0, organ_mpp={}),
+    "glands": dict(organs=["largeintestine", "prostate"], tile_size=256, target_mpp=2.0,
+                   organ_mpp={"largeintestine": 1.0}),
+}
+OTHER_ORGAN: dict[str, Any] = dict(tile_size=256, target_mpp=2.0, organ_mpp={})
+
+
+def recipe_config(group: str, organs: list[str] | None = None, **overrides: Any) -> RunConfig:
+    """The recipe's RunConfig for one family (``group``), or for an organ outside every family."""
+    settings = RECIPE_GROUPS.get(group, {**OTHER_ORGAN, "organs": organs or [group]})
+    values = {**RECIPE_COMMON, **settings, **({"organs": organs} if organs else {}), **overrides}
+    return make_config("tiled", **values)
+
+
+def recipe_groups(organs: list[str]) -> dict[str, list[str]]:
+    """Family name -> the data's organs in it; every organ lands in exactly one family."""
+    present = sorted(set(organs))
+    groups = {name: [o for o in g["organs"] if o in present] for name, g in RECIPE_GROUPS.items()}
+    groups = {name: members for name, members in groups.items() if members}
+    covered = {o for members in groups.values() for o in members}
+    groups.update({o: [o] for o in present if o not in covered})
+    return groups
+
+
+def _check_folds(table, groups: dict[str, list[str]], folds: list[int], n_folds: int, data_dir) -> None:
+    """Fail before any training when a family would have no training or no held-out image in some fold."""
+    from ftuseg.training.splits import grouped_folds
+
+    assignment = grouped_folds(table, n_folds)
+    organ = table["organ"].astype(str).to_numpy()
+    for name, members in groups.items():
+        mine = assignment[[o in members for o in organ]]
+        for k in folds:
+            if (mine == k).all() or not (mine == k).any():
+                raise FtusegError(f"{data_dir}: family {name} ({', '.join(members)}) has {len(mine)} images in too "
+                                  f"few groups for {n_folds} folds (fold {k} would leave it no training or no "
+                                  "held-out image); use fewer --n-folds")
+
+
+@dataclass
+class RecipeResult:
+    out_dir: Path
+    runs: dict[str, list[Path]] = field(default_factory=dict)  # family -> fold run folders
+    tuning: list[dict] = field(default_factory=list)  # per organ: OOF Dice before and after tuning
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [r for runs in self.runs.values() for r in runs]
+
+
+def train_recipe(
+    data_dir: str | os.PathLike, out_dir: str | os.PathLike, minutes: float, n_folds: int = 5,
+    folds: list[int] | None = None, progress: bool = True, max_steps: int | None = None, **overrides: Any,
+) -> RecipeResult:
+    """Train every family's fold runs into ``out_dir/<family>/fold<k>`` and tune their post-processing.
+
+    ``minutes`` is the whole budget, shared equally by the (family, fold) runs. ``folds`` defaults to all
+    ``n_folds``; tuning needs out-of-fold predictions for every image it tunes on, so with a subset of
+    folds only those folds' images are used. ``overrides`` are RunConfig fields applied to every run.
+    Writes ``out_dir/recipe.json`` (families, runs, budget, tuned values) last.
+    """
+    from ftuseg.inference.threshold_tuning import tune_thresholds
+    from ftuseg.io.atomic import atomic_write
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training.trainer import train
+
+    if minutes <= 0:
+        raise FtusegError(f"fit: --minutes must be positive, got {minutes}")
+    table = load_table(data_dir, split="train", need_rle=True, need_images=False)
+    groups = recipe_groups(table["organ"].astype(str).tolist())
+    folds = list(range(n_folds)) if folds is None else folds
+    bad = [k for k in folds if not 0 <= k < n_folds]
+    if bad:
+        raise FtusegError(f"fit: fold {bad[0]} is not in [0, {n_folds})")
+    _check_folds(table, groups, folds, n_folds, data_dir)
+    per_run = minutes / (len(groups) * len(folds))
+    out = Path(out_dir)
+    result = RecipeResult(out)
+    t0 = time.perf_counter()
+    for name, organs in groups.items():
+        cfg = recipe_config(name, organs, n_folds=n_folds, max_minutes=per_run, **overrides)
+        runs = []
+        for k in folds:
+            run = out / name / f"fold{k}"
+            train(cfg.replace(fold=k), data_dir, run, progress=progress, max_steps=max_steps)
+            runs.append(run)
+        result.runs[name] = runs
+        _, report = tune_thresholds(runs, data_dir)
+        result.tuning += report.to_dict("records")
+    summary = {"data": str(data_dir), "minutes": minutes, "minutes_per_run": per_run, "n_folds": n_folds,
+               "folds": folds, "families": groups, "runs": {k: [str(r) for r in v] for k, v in result.runs.items()},
+               "tuning": result.tuning, "wall_seconds": time.perf_counter() - t0, "overrides": overrides}
+    with atomic_write(out / "recipe.json") as fh:
+        json.dump(summary, fh, indent=2, default=float)
+    return result
