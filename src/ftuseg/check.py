@@ -1,9 +1,10 @@
-"""Validate a data set in the competition layout and report every problem at once.
+"""Validate a data set (the competition layout or an annotation folder) and report every problem at once.
 
 Training and prediction stop at the first bad row (with one clear message); ``ftuseg check`` instead
 walks the whole data set so a user can fix a spreadsheet-edited CSV or a half-downloaded image folder
 in one pass. The rules are the loaders' own (:func:`ftuseg.io.dataset.row_issues`, image decoding,
-RLE validation), so a data set that checks clean also loads.
+RLE validation, :func:`ftuseg.io.annotations.scan_annotation_folder`), so a data set that checks clean
+also loads.
 """
 
 from __future__ import annotations
@@ -43,23 +44,35 @@ def check_dataset(
     split: str | None = None,
     decode_images: bool = True,
     progress: bool = False,
+    pixel_size: float | None = None,
+    organ: str | None = None,
 ) -> list[Problem]:
     """Every problem of the data folder ``root`` (both splits present, or only ``split``).
 
     Returns :class:`~ftuseg.io.dataset.Problem` records (severity ``error`` or ``warning``, file, CSV
     row, column, message) in the order found; an empty list means the data set is clean. With
     ``decode_images`` every image is fully decoded, which is the only way to find truncated files.
+    An annotation folder (images + GeoJSON / mask images, no train.csv) is checked image by image;
+    ``pixel_size`` / ``organ`` are then its ``--pixel-size`` / ``--organ``.
     """
+    from ftuseg.io.annotations import is_annotation_folder, scan_annotation_folder
+
     root = Path(root)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "data folder not found"
         return [Problem("error", str(root), what)]
+    if is_annotation_folder(root):
+        return scan_annotation_folder(root, pixel_size=pixel_size, organ=organ, decode=decode_images)[1]
+    if pixel_size is not None or organ:
+        return [Problem("error", str(root), "--pixel-size / --organ apply to annotation folders; train.csv gives "
+                        "pixel_size and organ per row")]
     if split is not None:
         splits: Iterable[str] = (split,)
     else:
         splits = [s for s in SPLITS if (root / f"{s}.csv").exists()]
         if not splits:
-            return [Problem("error", str(root), "no train.csv or test.csv found")]
+            return [Problem("error", str(root), "no train.csv or test.csv found (nor images with annotations "
+                            "beside them)")]
     problems: list[Problem] = []
     for s in splits:
         problems += check_split(DataSource(root, s), decode_images=decode_images, progress=progress)

@@ -37,6 +37,14 @@ class RunConfig:
     organs: list[str] = field(default_factory=list, metadata={
         "help": "organ specialist: train on and predict these organs only (empty: every organ); "
                 "folds are cut on the whole table first, so specialists of one fold hold out the same images"})
+    # annotation folders (images + GeoJSON / masks, no train.csv): what the images may lack; the Kaggle
+    # layout's train.csv gives both per row, so they are an error there
+    data_pixel_size: float | None = field(default=None, metadata={
+        "help": "annotation folders: µm/px of every image, overriding annotations.csv and image metadata "
+                "(alias --pixel-size)"})
+    data_organ: str | None = field(default=None, metadata={
+        "help": "annotation folders: organ of every image, overriding annotations.csv and the GeoJSON class "
+                "(alias --organ)"})
     # --- training -----------------------------------------------------------------------------
     epochs: int = field(default=20, metadata={"help": "training epochs (a max_minutes budget may end sooner)"})
     batch_size: int = field(default=8, metadata={"help": "images or tiles per optimiser step (per process)"})
@@ -99,6 +107,14 @@ class RunConfig:
             raise FtusegError(f"config: select_fraction must be in [0, 1), got {self.select_fraction}")
         if self.fold is not None and not 0 <= self.fold < self.n_folds:
             raise FtusegError(f"config: fold must be in [0, {self.n_folds}), got {self.fold}")
+        if isinstance(self.data_pixel_size, str):  # a flag or YAML string
+            try:
+                self.data_pixel_size = float(self.data_pixel_size)
+            except ValueError:
+                bad = self.data_pixel_size
+                raise FtusegError(f"config: data_pixel_size must be a number (µm/px), got {bad!r}") from None
+        if self.data_pixel_size is not None and not self.data_pixel_size > 0:
+            raise FtusegError(f"config: data_pixel_size must be positive (µm/px), got {self.data_pixel_size}")
         if isinstance(self.organs, str):
             self.organs = [o.strip() for o in self.organs.split(",") if o.strip()]
         self.organs = [str(o) for o in (self.organs or [])]

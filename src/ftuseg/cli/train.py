@@ -16,19 +16,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model into a run folder",
                        description="Train on DATA (train.csv + train_images/) into --out RUN_DIR. Runs data-parallel "
                                    "(DDP) with --nproc N, or unchanged under torchrun --nproc_per_node N -m ftuseg.")
-    p.add_argument("data", help="data folder with train.csv + train_images/ (and optional meta.csv)")
+    p.add_argument("data", help="data folder with train.csv + train_images/ (and optional meta.csv), or an "
+                                "annotation folder: images with IMAGE.geojson (QuPath) or IMAGE_mask.png beside them")
     p.add_argument("--out", required=True, help="run folder (checkpoints, config.yaml, metrics.csv)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--folds", choices=("all",), help="train every grouped fold into RUN_DIR/fold<k>")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train with N data-parallel processes on this machine (one per GPU; gloo on CPU)")
+    p.add_argument("--pixel-size", dest="cfg_data_pixel_size", metavar="UM_PER_PX",
+                   help="annotation folders: µm/px of every image (same as --data-pixel-size)")
+    p.add_argument("--organ", dest="cfg_data_organ", metavar="ORGAN",
+                   help="annotation folders: organ of every image (same as --data-organ)")
     add_config_args(p)
     add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ftuseg.errors import one_line_warnings
+
+    with one_line_warnings():  # annotation warnings (repaired polygons, ignored classes): one line each
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ftuseg.errors import FtusegError

@@ -78,7 +78,7 @@ def resolve_split(root: str | os.PathLike, split: str | None = None) -> DataSour
     for candidate in ("test", "train"):
         if (root / f"{candidate}.csv").exists():
             return DataSource(root, candidate)
-    raise FtusegError(f"{root}: no train.csv or test.csv found")
+    raise FtusegError(f"{root}: no train.csv or test.csv found (nor images with annotations beside them)")
 
 
 def read_csv_checked(path: Path, required: tuple[str, ...] = ("id",)) -> pd.DataFrame:
@@ -206,8 +206,24 @@ def load_table(
     split: str | None = None,
     need_rle: bool = False,
     need_images: bool = True,
+    pixel_size: float | None = None,
+    organ: str | None = None,
 ) -> pd.DataFrame:
-    """Load and validate a split: returns its rows with ``image_path`` (and ``group`` from meta.csv)."""
+    """Load and validate a split: returns its rows with ``image_path`` (and ``group`` from meta.csv).
+
+    An annotation folder (images with QuPath GeoJSON or mask images beside them, no train.csv; see
+    :mod:`ftuseg.io.annotations`) loads into the same table, with ``annotation_path`` instead of ``rle``;
+    ``pixel_size`` / ``organ`` then apply to every image (they are an error for the Kaggle layout, whose
+    CSV gives both per row).
+    """
+    from ftuseg.io.annotations import is_annotation_folder, load_annotation_table
+
+    if is_annotation_folder(root):
+        return load_annotation_table(root, pixel_size=pixel_size, organ=organ)
+    if pixel_size is not None or organ:
+        flags = " and ".join(f for f, v in (("--pixel-size", pixel_size), ("--organ", organ)) if v)
+        raise FtusegError(f"{root}: {flags} apply to annotation folders; train.csv gives pixel_size and organ "
+                          "per row")
     src = resolve_split(root, split)
     df = read_csv_checked(src.csv_path, required=REQUIRED_COLUMNS + (("rle",) if need_rle else ()))
     problems = row_problems(df, src.csv_path, need_rle)
@@ -267,9 +283,23 @@ def expected_shape(row: pd.Series, default: tuple[int, int] | None = None) -> tu
 
 
 def read_row_mask(row: pd.Series, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode a row's ``rle`` into a mask of its image size; errors name the id."""
+    """A row's FTU mask at its image size: its ``rle``, or its annotation file; errors name the id."""
+    return read_row_truth(row, shape)[0]
+
+
+def read_row_truth(row: pd.Series, shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(FTU mask uint8, region-of-interest bool mask or None) of a row at its image size.
+
+    The ROI is None when the whole image is annotated (every Kaggle row); otherwise only pixels inside it
+    are annotated, and training and validation count only those.
+    """
     shape = shape or expected_shape(row)
+    annotation = row.get("annotation_path")
+    if isinstance(annotation, str) and annotation:
+        from ftuseg.io.annotations import read_annotation_masks
+
+        return read_annotation_masks(annotation, shape)
     try:
-        return decode_rle(row.get("rle"), shape)
+        return decode_rle(row.get("rle"), shape), None
     except FtusegError as exc:
         raise FtusegError(f"id {row['id']}: {exc}") from None

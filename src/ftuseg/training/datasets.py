@@ -1,4 +1,11 @@
-"""Training samples: whole images squashed to a square (seed) or physical-resolution tiles (tiled)."""
+"""Training samples: whole images squashed to a square (seed) or physical-resolution tiles (tiled).
+
+A sample is ``(image (3, H, W) float 0-255, target)``. The target is the mask (1, H, W) or, when any image
+of the table has a region-of-interest annotation (partial annotation, see :mod:`ftuseg.io.annotations`),
+the mask and a loss weight (2, H, W): 1 inside the ROIs, 0 outside them (and 1 everywhere on images
+annotated in full). Augmentation moves both channels alike; :class:`~ftuseg.training.losses.BCEDiceLoss`
+reads the weight from the second channel.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,25 @@ from torch.utils.data import Dataset
 
 from ftuseg.config import RunConfig
 from ftuseg.inference.resample import resize_image, resize_mask, scale_factor
-from ftuseg.io.dataset import read_row_image, read_row_mask
+from ftuseg.io.dataset import read_row_image, read_row_truth
 
 
-def _to_tensors(img: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_tensors(
+    img: np.ndarray, mask: np.ndarray, weight: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
     y = torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float()
+    if weight is not None:
+        y = torch.cat([y, torch.from_numpy(np.ascontiguousarray(weight)).unsqueeze(0).float()])
     return x, y
+
+
+def has_regions(table: pd.DataFrame) -> bool:
+    """Whether any row may carry a region-of-interest annotation (then samples carry a loss weight)."""
+    if "annotation_path" not in table.columns:
+        return False
+    paths = table["annotation_path"].dropna().astype(str)
+    return bool(paths.str.lower().str.endswith((".geojson", ".json")).any())
 
 
 class WholeImageDataset(Dataset):
@@ -30,19 +49,23 @@ class WholeImageDataset(Dataset):
         self.table = table.reset_index(drop=True)
         self.images = np.empty((len(table), size, size, 3), dtype=np.uint8)
         self.masks = np.empty((len(table), size, size), dtype=np.uint8)
+        # loss weights only when some image is partially annotated, so full annotations train as before
+        self.weights = np.ones((len(table), size, size), dtype=np.uint8) if has_regions(self.table) else None
         for i, (_, row) in enumerate(
             tqdm(self.table.iterrows(), total=len(self.table), desc="load", unit="img", disable=not progress)
         ):
             img = read_row_image(row)
-            mask = read_row_mask(row, img.shape[:2])
+            mask, roi = read_row_truth(row, img.shape[:2])
             self.images[i] = resize_image(img, (size, size))
             self.masks[i] = resize_mask(mask, (size, size))
+            if roi is not None and self.weights is not None:
+                self.weights[i] = resize_mask(roi.astype(np.uint8), (size, size))
 
     def __len__(self) -> int:
         return len(self.table)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _to_tensors(self.images[i], self.masks[i])
+        return _to_tensors(self.images[i], self.masks[i], None if self.weights is None else self.weights[i])
 
 
 class TileDataset(Dataset):
@@ -51,7 +74,8 @@ class TileDataset(Dataset):
     Each item picks an image (uniformly), a centre (an FTU pixel with probability ``fg_fraction``,
     otherwise a tissue pixel), a scale (target µm/px with ``scale_jitter``), then reads only the source
     window that maps onto the tile and resamples it. Decoded images are kept in a small per-worker LRU
-    cache, never the whole data set.
+    cache, never the whole data set. On a partially annotated image (ROI annotations) centres are drawn
+    inside the ROIs only, and the target carries the ROI as its loss weight.
     """
 
     def __init__(self, table: pd.DataFrame, cfg: RunConfig, length: int, seed: int = 0, cache_mib: float = 1024):
@@ -63,8 +87,10 @@ class TileDataset(Dataset):
         # decoding dominates loading once windows are cheap (a 1600x1200 JPEG: ~14 ms), so keep as many
         # decoded images as fit in this budget (per worker); at least one, whatever its size
         self.cache_bytes = int(cache_mib * 2**20)
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = (
+            OrderedDict())
         self._cached = 0
+        self.weighted = has_regions(self.table)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -72,30 +98,34 @@ class TileDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
         row = self.table.iloc[i]
         img = read_row_image(row)
-        mask = read_row_mask(row, img.shape[:2])
-        fg = np.flatnonzero(mask[::4, ::4].ravel())
+        mask, roi = read_row_truth(row, img.shape[:2])
+        fg_grid = mask[::4, ::4] != 0
         # tissue = not near-white background, on a coarse grid (cheap and good enough for centring)
-        sub = img[::4, ::4]
-        tissue = np.flatnonzero((sub.min(axis=-1) < 215).ravel())
-        entry = (img, mask, fg, tissue)
+        tissue_grid = img[::4, ::4].min(axis=-1) < 215
+        if roi is not None:
+            # partial annotation: centre only on grid points inside a ROI (whose 4x4 cell is then
+            # re-checked at full resolution in _centre), else on any ROI point when it holds no tissue
+            inside = roi[::4, ::4]
+            fg_grid &= inside
+            tissue_grid = tissue_grid & inside if (tissue_grid & inside).any() else inside
+        entry = (img, mask, np.flatnonzero(fg_grid.ravel()), np.flatnonzero(tissue_grid.ravel()), roi)
         self._cache[i] = entry
-        self._cached += sum(a.nbytes for a in entry)
+        self._cached += sum(a.nbytes for a in entry if a is not None)
         while self._cached > self.cache_bytes and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
-            self._cached -= sum(a.nbytes for a in old)
+            self._cached -= sum(a.nbytes for a in old if a is not None)
         return entry
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        i = int(rng.integers(len(self.table)))
-        img, mask, fg, tissue = self._load(i)
-        row = self.table.iloc[i]
+    def _centre(self, rng: np.random.Generator, mask: np.ndarray, fg: np.ndarray, tissue: np.ndarray,
+                roi: np.ndarray | None) -> tuple[int, int]:
+        """A tile centre (row, col): an FTU pixel with probability ``fg_fraction``, else a tissue pixel,
+        always inside the ROIs of a partially annotated image."""
         h, w = mask.shape
         sub_w = (w + 3) // 4
         if fg.size and rng.random() < self.cfg.fg_fraction:
@@ -105,10 +135,20 @@ class TileDataset(Dataset):
         else:
             flat = None
         if flat is None:
-            cy, cx = rng.integers(h), rng.integers(w)
-        else:
-            cy = min(h - 1, (flat // sub_w) * 4 + int(rng.integers(4)))
-            cx = min(w - 1, (flat % sub_w) * 4 + int(rng.integers(4)))
+            return int(rng.integers(h)), int(rng.integers(w))
+        cy = min(h - 1, (flat // sub_w) * 4 + int(rng.integers(4)))
+        cx = min(w - 1, (flat % sub_w) * 4 + int(rng.integers(4)))
+        if roi is not None and not roi[cy, cx]:
+            # the jitter inside the 4x4 cell left the ROI (its edge crosses the cell): its grid point is inside
+            cy, cx = int((flat // sub_w) * 4), int((flat % sub_w) * 4)
+        return int(cy), int(cx)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        i = int(rng.integers(len(self.table)))
+        img, mask, fg, tissue, roi = self._load(i)
+        row = self.table.iloc[i]
+        cy, cx = self._centre(rng, mask, fg, tissue, roi)
         tile = self.cfg.tile_size
         jitter = 1.0 + (rng.random() * 2 - 1) * self.cfg.scale_jitter
         factor = scale_factor(float(row["pixel_size"]), self.cfg.mpp_for(row.get("organ"))) * jitter
@@ -116,7 +156,11 @@ class TileDataset(Dataset):
         y0, x0 = int(cy) - src // 2, int(cx) - src // 2
         crop_img = window_at_tile_scale(img, y0, x0, src, tile, resize_image)
         crop_mask = window_at_tile_scale(mask, y0, x0, src, tile, resize_mask)
-        return _to_tensors(crop_img, crop_mask)
+        if not self.weighted:
+            return _to_tensors(crop_img, crop_mask)
+        weight = np.ones_like(crop_mask) if roi is None else window_at_tile_scale(
+            roi.astype(np.uint8), y0, x0, src, tile, resize_mask)
+        return _to_tensors(crop_img, crop_mask, weight)
 
 
 def window_at_tile_scale(

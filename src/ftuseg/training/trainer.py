@@ -23,7 +23,7 @@ from ftuseg.errors import FtusegError
 from ftuseg.inference.engine import TorchTileFn, cpu_has_native_bf16
 from ftuseg.inference.predictor import Member, member_proba
 from ftuseg.io.atomic import atomic_write
-from ftuseg.io.dataset import load_table, read_row_image, read_row_mask
+from ftuseg.io.dataset import load_table, read_row_image, read_row_truth
 from ftuseg.metrics import dice_score
 from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
 from ftuseg.models.factory import build_model
@@ -89,7 +89,7 @@ def make_train_dataset(cfg: RunConfig, table: pd.DataFrame, progress: bool = Fal
 
 
 def split_table(cfg: RunConfig, data_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    table = load_table(data_dir, split="train", need_rle=True)
+    table = load_table(data_dir, split="train", need_rle=True, pixel_size=cfg.data_pixel_size, organ=cfg.data_organ)
     train_idx, val_idx = train_val_split(table, cfg.val_fraction, cfg.fold, cfg.n_folds, cfg.seed)
     if cfg.organs:
         # filter after splitting: a specialist's folds are the all-organ folds restricted to its organs
@@ -119,7 +119,8 @@ def selection_split(cfg: RunConfig, table: pd.DataFrame, train_idx: np.ndarray) 
 def evaluate_images(
     tile_fn, cfg: RunConfig, table: pd.DataFrame, progress: bool = False, keep_proba: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Per-image Dice at each image's own resolution (threshold ``cfg.threshold``)."""
+    """Per-image Dice at each image's own resolution (threshold ``cfg.threshold``); on a partially annotated
+    image (ROI annotations) only the pixels inside its ROIs count."""
     from tqdm.auto import tqdm
 
     member = Member(tile_fn, cfg)
@@ -127,10 +128,12 @@ def evaluate_images(
     for _, row in tqdm(table.iterrows(), total=len(table), desc="validate", unit="img", disable=not progress,
                        leave=False):
         img = read_row_image(row)
-        truth = read_row_mask(row, img.shape[:2])
+        truth, roi = read_row_truth(row, img.shape[:2])
         prob = member_proba(member, img, float(row["pixel_size"]), row.get("organ"))
+        pred = prob > cfg.threshold
+        dice = dice_score(pred, truth) if roi is None else dice_score(pred[roi], truth[roi])
         rows.append({"id": row["id"], "organ": row.get("organ"), "data_source": row.get("data_source"),
-                     "dice": dice_score(prob > cfg.threshold, truth)})
+                     "dice": dice})
         if keep_proba:
             probs[str(row["id"])] = prob
     return pd.DataFrame(rows), probs
