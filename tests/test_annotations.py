@@ -384,6 +384,18 @@ def test_exported_kaggle_rows_load_back_to_the_same_masks(synth_data, tmp_path):
         export_kaggle_annotations(synth_data, tmp_path / "x", ids=["nope"])
 
 
+def test_export_command_line(synth_data, tmp_path, capsys):
+    from ftuseg.io.annotations import main as annotations_main
+
+    first = load_table(synth_data, "train", need_rle=True)["id"].iloc[0]
+    assert annotations_main(["export", str(synth_data), "--ids", first, "--out", str(tmp_path / "a")]) == 0
+    assert {p.name for p in (tmp_path / "a").iterdir() if p.suffix != ".png"} == {
+        "annotations.csv", f"{first}.geojson"}
+    assert annotations_main(["export", str(synth_data), "--ids", "nope", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"ftuseg: error: {synth_data}: id 'nope' is not in train.csv"]
+
+
 def test_real_ftu_bench_image_round_trips_through_geojson(ftu_bench, tmp_path):
     kaggle = load_table(ftu_bench, "train", need_rle=True)
     ids = [kaggle[kaggle["organ"] == o]["id"].iloc[0] for o in ("kidney", "largeintestine")]

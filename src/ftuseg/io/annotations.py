@@ -739,3 +739,34 @@ def export_kaggle_annotations(
     with atomic_write(out / ANNOTATIONS_CSV) as fh:
         pd.DataFrame(rows).to_csv(fh, index=False)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ftuseg.io.annotations export DATA --out DIR [--ids ID,ID] [--no-images]``: Kaggle rows ->
+    an annotation folder (GeoJSON per image + annotations.csv). Errors are one line and exit status 2."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ftuseg.io.annotations",
+                                     description="Convert Kaggle-layout RLE rows to an annotation folder of QuPath "
+                                                 "GeoJSON files (one per image) with the images and annotations.csv.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="Kaggle train.csv rows -> IMAGE + IMAGE.geojson + annotations.csv")
+    export.add_argument("data", help="data folder in the Kaggle layout (train.csv + train_images/)")
+    export.add_argument("--out", required=True, help="annotation folder to write")
+    export.add_argument("--ids", help="comma list of image ids (default: every row)")
+    export.add_argument("--no-images", dest="copy_images", action="store_false",
+                        help="do not copy the images; annotations.csv names them by absolute path")
+    args = parser.parse_args(argv)
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
+    try:
+        out = export_kaggle_annotations(args.data, args.out, ids=ids, copy_images=args.copy_images)
+    except FtusegError as exc:
+        print(f"ftuseg: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(f"{out}: annotation folder written ({ANNOTATIONS_CSV}, one .geojson per image)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
