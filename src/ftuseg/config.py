@@ -26,6 +26,14 @@ class RunConfig:
     encoder: str = field(default="resnet34", metadata={"help": "encoder backbone (timm / smp name)"})
     encoder_weights: str | None = field(default=None, metadata={
         "help": "initial encoder weights: none, a local checkpoint path, or imagenet (online only)"})
+    decoder_width: float = field(default=1.0, metadata={
+        "help": "U-Net decoder channels as a multiple of smp's (256, 128, 64, 32, 16); 0.5 halves them (cheaper "
+                "steps on CPU)"})
+    # fine-tuning: the whole network (encoder + decoder) starts from this shipped model or run folder; its
+    # architecture, input normalisation and pixel sizes are kept unless given explicitly
+    init_from: str | None = field(default=None, metadata={
+        "help": "fine-tune: start the whole network from a shipped model (ftuseg models) or a run folder; "
+                "keeps its architecture, normalisation and µm/px unless overridden"})
     # --- geometry -----------------------------------------------------------------------------
     mode: str = field(default="whole", metadata={
         "help": "whole: each image resized to image_size (the seed); tiled: tiles at target_mpp"})
@@ -103,6 +111,8 @@ class RunConfig:
                     self.lr = float(self.lr)
                 except ValueError:
                     raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
+        if not 0 < self.decoder_width <= 4:
+            raise FtusegError(f"config: decoder_width must be in (0, 4], got {self.decoder_width}")
         if not 0 <= self.select_fraction < 1:
             raise FtusegError(f"config: select_fraction must be in [0, 1), got {self.select_fraction}")
         if self.fold is not None and not 0 <= self.fold < self.n_folds:

@@ -63,7 +63,13 @@ def build_model(cfg: RunConfig, load_weights: bool = True) -> FTUNet:
     if weights and not hub and spec is None and not Path(weights).exists():
         raise FtusegError(f"--encoder-weights {weights}: file not found")
     try:
-        net = cls(encoder_name=cfg.encoder, encoder_weights="imagenet" if hub else None, in_channels=3, classes=1)
+        extra = {}
+        if cfg.decoder_width != 1.0:
+            if arch not in ("Unet", "UnetPlusPlus"):
+                raise FtusegError(f"config: decoder_width applies to unet and unetplusplus, not {cfg.arch}")
+            extra["decoder_channels"] = [max(4, int(round(c * cfg.decoder_width))) for c in (256, 128, 64, 32, 16)]
+        net = cls(encoder_name=cfg.encoder, encoder_weights="imagenet" if hub else None, in_channels=3, classes=1,
+                  **extra)
     except KeyError as exc:
         raise FtusegError(f"unknown encoder {cfg.encoder!r} ({exc})") from None
     except Exception as exc:
