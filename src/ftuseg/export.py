@@ -90,6 +90,11 @@ def export_run(run_dir: str | os.PathLike, onnx_path: str | os.PathLike | None =
 
 
 def default_onnx_path(checkpoint: str | os.PathLike) -> Path:
-    """``model.onnx`` beside ``best.pt``; ``model-<name>.onnx`` for any other checkpoint file."""
+    """``model.onnx`` beside ``best.pt``; ``model-<name>.onnx`` for any other checkpoint file; for a shipped
+    model the user cache, keyed by its hash (its folder is part of the package and never written to)."""
     ckpt = Path(checkpoint)
+    if ckpt.suffix == ".safetensors":
+        from ftuseg.zoo.registry import onnx_cache_path
+
+        return onnx_cache_path(ckpt)
     return ckpt.parent / ("model.onnx" if ckpt.stem == "best" else f"model-{ckpt.stem}.onnx")

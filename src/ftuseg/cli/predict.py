@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(train.csv/test.csv), an image, a folder of images, or a CSV (path or id, optional "
                     "pixel_size, organ).")
     p.add_argument("paths", nargs="+", metavar="RUN_DIR... DATA", help="run folder(s) followed by the input")
+    # ---- shipped models (ftuseg.zoo): names resolve to model folders, which are run folders -------------
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="a shipped model (see ftuseg models); repeat for several; mixes with RUN_DIRs")
+    p.add_argument("--stain", help="stain of the input (e.g. PAS, H&E); a --model trained on another is refused")
+    p.add_argument("--force-model", action="store_true",
+                   help="apply --model to a stain or organ it was not trained for (as if it were its organ)")
     p.add_argument("--out", help="submission CSV to write (id,rle)")
     p.add_argument("--out-dir", help="folder for per-image outputs (resumable: finished images are skipped)")
     p.add_argument("--formats", default="geojson,ome-tiff,overlay", help=FORMAT_HELP)
@@ -73,11 +79,15 @@ def run(args: argparse.Namespace) -> int:
     from ftuseg.inference.slide import SlideOptions, predict_many
     from ftuseg.io.atomic import atomic_write, check_output_dir
 
-    if len(args.paths) < 2:
-        raise FtusegError("predict needs at least one RUN_DIR and a DATA input")
+    if len(args.paths) + bool(args.model) < 2:
+        raise FtusegError("predict needs at least one RUN_DIR or --model NAME, and a DATA input")
     if not args.out and not args.out_dir:
         raise FtusegError("predict needs --out (submission CSV) and/or --out-dir (per-image outputs)")
     *runs, data = args.paths
+    if args.model:
+        from ftuseg.zoo import resolve_models
+
+        runs = [*runs, *map(str, resolve_models(args.model))]
     if args.out:
         check_output_dir(args.out)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -88,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
     kaggle = Path(data).is_dir() and (args.split or any((Path(data) / f).exists() for f in ("test.csv", "train.csv")))
     items = resolve_inputs(data, pixel_size=args.pixel_size, split=args.split, images_dir=args.images,
                            organ=args.organ)
+    if args.model:  # a shipped model refuses organs and stains it was not trained for, unless forced
+        from ftuseg.zoo.scope import scope_inputs
+
+        for note in scope_inputs(args.model, items, stain=args.stain, force=args.force_model,
+                                 run_dirs=runs[:len(runs) - len(args.model)]):
+            info(args, note)
     require_pixel_sizes(items)  # before loading models: a missing pixel size stops the run at once
 
     if args.ray is not None:
@@ -117,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 frame = pd.DataFrame([{"id": it.id, "image_path": str(it.image_path), "organ": it.organ}
                                       for it in items])
             frame["pixel_size"] = [it.pixel_size for it in items]
+            frame["organ"] = [it.organ for it in items]  # --organ, and organs a --model filled in or forced
             sub, _ = predict_table(predictor, frame, progress=not args.quiet)
             with atomic_write(args.out) as fh:
                 sub.to_csv(fh, index=False)
