@@ -436,6 +436,18 @@ def test_training_from_an_annotation_folder_with_rois_writes_a_run(synth_data, t
     assert sorted(split["train"] + split["val"]) == sorted(kaggle["id"].iloc[:6])
 
 
+def test_specialists_train_on_the_organs_an_annotation_folder_has(synth_data, tmp_path):
+    from ftuseg.training.trainer import split_table
+
+    kaggle = load_table(synth_data, "train", need_rle=True)
+    ids = list(kaggle[kaggle["organ"] == "kidney"]["id"].iloc[:3])
+    folder = export_kaggle_annotations(synth_data, tmp_path / "ann", ids=ids)
+    table, train_idx, val_idx = split_table(tiny_config(organs=["kidney", "lung"]), folder)
+    assert set(table.iloc[np.r_[train_idx, val_idx]]["organ"]) == {"kidney"}
+    with pytest.raises(FtusegError, match="no image of organ spleen .*give --organ"):
+        split_table(tiny_config(organs=["spleen"]), folder)
+
+
 def test_config_fields_carry_the_flags(tmp_path):
     cfg = tiny_config(data_pixel_size="0.5", data_organ="kidney")
     assert cfg.data_pixel_size == 0.5 and cfg.data_organ == "kidney"

@@ -95,7 +95,12 @@ def split_table(cfg: RunConfig, data_dir: str | os.PathLike) -> tuple[pd.DataFra
         # filter after splitting: a specialist's folds are the all-organ folds restricted to its organs
         keep = table["organ"].astype(str).isin(cfg.organs).to_numpy()
         missing = sorted(set(cfg.organs) - set(table["organ"].astype(str)))
-        if missing:
+        if "annotation_path" in table.columns:
+            # your own annotations may cover some of a specialist's organs (colon only, for the glands model)
+            if not keep.any():
+                raise FtusegError(f"{data_dir}: no image of organ {', '.join(cfg.organs)} (config organs, kept by "
+                                  "--init-from); give --organ or an organ column in annotations.csv")
+        elif missing:
             raise FtusegError(f"{data_dir}: organs {', '.join(missing)} (config organs) not in train.csv")
         train_idx, val_idx = train_idx[keep[train_idx]], val_idx[keep[val_idx]]
     if len(train_idx) == 0:
