@@ -13,6 +13,7 @@ from PIL import Image
 
 from ftuseg.errors import FtusegError, ImageReadError
 from ftuseg.io.readers import (
+    ArraySlideReader,
     OpenSlideReader,
     PillowSlideReader,
     TiffSlideReader,
@@ -157,3 +158,30 @@ def test_slide_stem():
     assert slide_stem("/a/b/case.ome.tiff") == "case"
     assert slide_stem("x.svs") == "x"
     assert slide_stem("img.v2.png") == "img.v2"
+
+
+def test_array_reader_is_a_slide_like_any_other():
+    img = gradient(50, 70)
+    reader = ArraySlideReader(img, mpp=0.5)
+    assert (reader.width, reader.height, reader.mpp, reader.level_count) == (70, 50, 0.5, 1)
+    np.testing.assert_array_equal(reader.read_region(10, 5, 20, 30), img[5:35, 10:30])
+    edge = reader.read_region(60, 40, 20, 20)  # hangs over the corner: the outside is white glass
+    np.testing.assert_array_equal(edge[:10, :10], img[40:, 60:])
+    assert (edge[10:] == 255).all() and (edge[:, 10:] == 255).all()
+    assert reader.thumbnail(35).shape == (25, 35, 3)
+    gray = ArraySlideReader(img[..., 0])  # converted like a decoded file
+    assert gray.read_region(0, 0, 70, 50).shape == (50, 70, 3) and gray.mpp is None
+
+
+def test_pillow_header_pixel_size_matches_the_reader(tmp_path):
+    from ftuseg.io.pixel_size import dpi_mpp, pillow_file_mpp
+
+    img = gradient(20, 30)
+    good, screen, none = tmp_path / "good.png", tmp_path / "screen.png", tmp_path / "none.png"
+    Image.fromarray(img).save(good, dpi=(25400 / 0.25, 25400 / 0.25))
+    Image.fromarray(img).save(screen, dpi=(96, 96))
+    Image.fromarray(img).save(none)
+    assert pillow_file_mpp(good) == pytest.approx(0.25) == open_slide(good).mpp
+    assert pillow_file_mpp(screen) is None and open_slide(screen).mpp is None  # 96 dpi is a screen default
+    assert pillow_file_mpp(none) is None and open_slide(none).mpp is None
+    assert dpi_mpp((0, 0)) is None and dpi_mpp("x") is None

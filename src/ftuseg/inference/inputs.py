@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from ftuseg.errors import FtusegError
-from ftuseg.io.readers import PILLOW_EXTENSIONS, is_slide_file, plausible_mpp, slide_stem
+from ftuseg.io.pixel_size import pillow_file_mpp
+from ftuseg.io.readers import PILLOW_EXTENSIONS, is_slide_file, slide_stem
 
 
 @dataclass
@@ -118,6 +119,12 @@ def _from_csv(csv_path: Path, images_dir: Path | None) -> list[PredictInput]:
     return _check_unique(items, csv_path)
 
 
+def is_kaggle_folder(data: str | os.PathLike, split: str | None = None) -> bool:
+    """A data folder in the competition layout (train.csv / test.csv), rather than a folder of images."""
+    data = Path(data)
+    return data.is_dir() and bool(split or (data / "test.csv").exists() or (data / "train.csv").exists())
+
+
 def resolve_inputs(
     data: str | os.PathLike,
     pixel_size: float | None = None,
@@ -132,7 +139,7 @@ def resolve_inputs(
     if not data.exists():
         raise FtusegError(f"{data}: input not found (expected a data folder, an image, a folder of images or a CSV)")
     if data.is_dir():
-        if split or (data / "test.csv").exists() or (data / "train.csv").exists():
+        if is_kaggle_folder(data, split):
             items = _from_kaggle(data, split)
         else:
             found = _index_slides(data)
@@ -162,14 +169,7 @@ def metadata_pixel_size(path: str | os.PathLike) -> float | None:
     """Pixel size recorded in an image file, without decoding its pixels."""
     path = Path(path)
     if path.name.lower().endswith(PILLOW_EXTENSIONS):
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:
-                dpi = im.info.get("dpi")
-        except Exception:
-            return None
-        return plausible_mpp(25400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 0 else None
+        return pillow_file_mpp(path)  # from the header: a png/jpg would otherwise be decoded whole
     from ftuseg.io.readers import open_slide
 
     with open_slide(path) as reader:

@@ -24,9 +24,7 @@ def to_rgb_uint8(img: np.ndarray, source: str = "image") -> np.ndarray:
         raise ImageReadError(f"{source}: unsupported image shape {img.shape}")
     if img.dtype != np.uint8:
         if img.dtype == np.uint16:
-            # 12-bit scanners store values < 4096 in 16-bit containers; keep their contrast.
-            shift = 4 if img.max(initial=0) < 4096 else 8
-            img = (img >> shift).astype(np.uint8)
+            img = (img >> uint16_shift(img)).astype(np.uint8)
         elif np.issubdtype(img.dtype, np.floating):
             scale = 255.0 if float(np.nanmax(img, initial=0)) <= 1.0 else 1.0
             img = np.clip(np.nan_to_num(img) * scale, 0, 255).astype(np.uint8)
@@ -46,6 +44,12 @@ def to_rgb_uint8(img: np.ndarray, source: str = "image") -> np.ndarray:
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ImageReadError(f"{source}: image is empty ({img.shape[0]}x{img.shape[1]})")
     return np.ascontiguousarray(img)
+
+
+def uint16_shift(img: np.ndarray) -> int:
+    """Bits to drop to bring 16-bit pixels to 8: 12-bit scanners store values < 4096 in 16-bit containers,
+    and dropping 8 bits would leave them almost black."""
+    return 4 if img.max(initial=0) < 4096 else 8
 
 
 def is_tiff(path: str | os.PathLike) -> bool:

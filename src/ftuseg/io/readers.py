@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +18,18 @@ import cv2
 import numpy as np
 
 from ftuseg.errors import FtusegError, ImageReadError
-from ftuseg.io.images import TIFF_EXTENSIONS, check_image_file, to_rgb_uint8
+from ftuseg.io.images import TIFF_EXTENSIONS, check_image_file, to_rgb_uint8, uint16_shift
+from ftuseg.io.pixel_size import description_mpp, ome_mpp, pillow_file_mpp, plausible_mpp, tiff_tag_mpp
+
+__all__ = ["ArraySlideReader", "OpenSlideReader", "PillowSlideReader", "SlideReader", "TiffSlideReader",
+           "is_slide_file", "open_slide", "plausible_mpp", "slide_stem"]
 
 PILLOW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 OPENSLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 SLIDE_EXTENSIONS = (*TIFF_EXTENSIONS, *PILLOW_EXTENSIONS, *OPENSLIDE_EXTENSIONS)
 WSI_EXTRA_HINT = "pip install 'ftuseg[wsi]'"
 
-# Micrometres per unit for OME length units (PhysicalSizeXUnit).
-_OME_UNITS_UM = {
-    "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
-    "nm": 1e-3, "pm": 1e-6, "Å": 1e-4, "A": 1e-4, "in": 25400.0, "ft": 304800.0,
-}
-# Scanned microscopy lies within this range; anything outside is a default (72/96/300 dpi) written by
-# software that knew nothing about the optics, so it is treated as "no pixel size" rather than trusted.
-PLAUSIBLE_MPP = (0.01, 20.0)
 BACKGROUND = 255  # value of pixels outside the slide (white glass)
-
-
-def plausible_mpp(mpp: float | None) -> float | None:
-    """``mpp`` if it looks like a real microscope pixel size, else None."""
-    if mpp is None or not math.isfinite(mpp):
-        return None
-    return float(mpp) if PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
 
 
 def slide_stem(path: str | os.PathLike) -> str:
@@ -173,55 +160,6 @@ class SlideReader:
 
 
 # ------------------------------------------------------------------------------------------------
-def _ome_mpp(xml: str | None) -> float | None:
-    """PhysicalSizeX of the first OME image, converted to µm from PhysicalSizeXUnit (default µm)."""
-    if not xml:
-        return None
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None
-    for el in root.iter():
-        if el.tag.split("}")[-1] == "Pixels":
-            value = el.attrib.get("PhysicalSizeX")
-            if value is None:
-                return None
-            unit = el.attrib.get("PhysicalSizeXUnit", "µm")
-            if unit not in _OME_UNITS_UM:
-                return None
-            try:
-                return float(value) * _OME_UNITS_UM[unit]
-            except ValueError:
-                return None
-    return None
-
-
-def _tiff_tag_mpp(page: Any) -> float | None:
-    """µm/px from XResolution (pixels per unit) and ResolutionUnit (inch / cm; none means unknown)."""
-    xres = page.tags.get("XResolution")
-    unit = page.tags.get("ResolutionUnit")
-    if xres is None:
-        return None
-    value = xres.value
-    try:
-        ppu = value[0] / value[1] if isinstance(value, tuple) else float(value)
-    except (TypeError, ZeroDivisionError, IndexError):
-        return None
-    unit_value = int(unit.value) if unit is not None else 2  # TIFF default is inch
-    um_per_unit = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}.get(unit_value)  # 4/5: mm/µm (non-standard)
-    if um_per_unit is None or ppu <= 0:
-        return None
-    return um_per_unit / ppu
-
-
-def _description_mpp(description: str | None) -> float | None:
-    """Aperio-style ``MPP = 0.2520`` in ImageDescription (kept by many converters)."""
-    if not description:
-        return None
-    m = re.search(r"\bMPP\s*=\s*([0-9.]+(?:[eE][-+]?\d+)?)", description)
-    return float(m.group(1)) if m else None
-
-
 class TiffSlideReader(SlideReader):
     """TIFF / BigTIFF / OME-TIFF through tifffile's zarr store: only the tiles a region touches are decoded.
 
@@ -274,9 +212,9 @@ class TiffSlideReader(SlideReader):
         self._zarr: dict[int, Any] = {}
         page = base.pages[0] if base.pages and base.pages[0] is not None else tif.pages[0]
         mpp_sources = (
-            ("OME PhysicalSizeX", _ome_mpp(tif.ome_metadata) if tif.is_ome else None),
-            ("TIFF XResolution", _tiff_tag_mpp(page)),
-            ("ImageDescription MPP", _description_mpp(getattr(page, "description", None))),
+            ("OME PhysicalSizeX", ome_mpp(tif.ome_metadata) if tif.is_ome else None),
+            ("TIFF XResolution", tiff_tag_mpp(page)),
+            ("ImageDescription MPP", description_mpp(getattr(page, "description", None))),
         )
         for name, value in mpp_sources:
             if value is None:
@@ -322,9 +260,8 @@ class TiffSlideReader(SlideReader):
         order = [kept.index("Y"), kept.index("X")] + [i for i, a in enumerate(kept) if a not in ("Y", "X")]
         data = np.transpose(data, order) if len(order) == data.ndim else data
         if data.dtype == np.uint16:
-            if self._shift is None:
-                small = np.asarray(self._array(self.level_count - 1))
-                self._shift = 4 if small.max(initial=0) < 4096 else 8
+            if self._shift is None:  # from the smallest level: one scaling per slide, not per region
+                self._shift = uint16_shift(np.asarray(self._array(self.level_count - 1)))
             data = (data >> self._shift).astype(np.uint8)
         return to_rgb_uint8(data, source=str(self.path))
 
@@ -338,27 +275,35 @@ class PillowSlideReader(SlideReader):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__(path)
-        from PIL import Image
-
         from ftuseg.io.images import read_image
 
         self._image = read_image(self.path)
         self.level_dimensions = [(int(self._image.shape[1]), int(self._image.shape[0]))]
-        try:
-            with Image.open(self.path) as im:
-                dpi = im.info.get("dpi")
-        except Exception:  # read_image already reported undecodable files
-            dpi = None
-        if dpi and float(dpi[0]) > 0:
-            value = 25400.0 / float(dpi[0])
-            self.mpp = plausible_mpp(value)
-            self.mpp_source = "dpi"
+        self.mpp = pillow_file_mpp(self.path)
+        self.mpp_source = "dpi"
 
     def _read(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         return self._image[y : y + h, x : x + w]
 
     def close(self) -> None:
         self._image = np.empty((0, 0, 3), np.uint8)
+
+
+class ArraySlideReader(SlideReader):
+    """An image already in memory behind the slide interface (like TIAToolbox's VirtualWSIReader), so that
+    arrays take the same prediction route as files. ``mpp`` is the caller's pixel size (None: unknown)."""
+
+    def __init__(self, image: np.ndarray, mpp: float | None = None, name: str = "<array>"):
+        super().__init__(name)
+        self._image = to_rgb_uint8(image, source=name)
+        self.level_dimensions = [(int(self._image.shape[1]), int(self._image.shape[0]))]
+        self.mpp = None if mpp is None else float(mpp)
+        self.mpp_source = "caller"
+
+    def _read(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
+        if (x, y, w, h) == (0, 0, self.width, self.height):
+            return self._image  # the whole image: no copy
+        return self._image[y : y + h, x : x + w]
 
 
 class OpenSlideReader(SlideReader):
