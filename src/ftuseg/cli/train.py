@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="annotation folders: organ of every image (same as --data-organ)")
     add_config_args(p)
     add_common(p)
-    p.set_defaults(func=run)
+    # no default preset here: --init-from takes its source's preset unless --preset is given (else seed-512)
+    p.set_defaults(func=run, preset=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +48,14 @@ def _run(args: argparse.Namespace) -> int:
     from ftuseg.training.distributed import env_info
     from ftuseg.training.trainer import train
 
-    cfg = config_from_args(args)
+    if args.cfg_init_from:  # fine-tuning: the source's preset, network and pixel sizes unless given
+        from ftuseg.zoo.finetune import finetune_config
+
+        overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+        cfg = finetune_config(overrides.pop("init_from"), args.preset, args.config_yaml, **overrides)
+    else:
+        args.preset = args.preset or "seed-512"
+        cfg = config_from_args(args)
     dist = env_info()
     if args.nproc < 1:
         raise FtusegError(f"--nproc must be at least 1, got {args.nproc}")

@@ -269,9 +269,14 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         write_run_info(run_dir, cfg, len(train_table), len(val_table), len(heldout_table))
     dataset = make_train_dataset(cfg, train_table, progress=progress)
 
-    model = build_model(cfg, load_weights=state is None).to(device)
+    # fine-tuning (--init-from): every weight comes from the source, so no encoder weights are loaded first
+    model = build_model(cfg, load_weights=state is None and not cfg.init_from).to(device)
     if state is not None:
         model.load_state_dict(state["model"])
+    elif cfg.init_from:
+        from ftuseg.zoo.finetune import init_model_from
+
+        init_model_from(model, cfg)
 
     # --- learning rate ------------------------------------------------------------------------
     if state is not None:
