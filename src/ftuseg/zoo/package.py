@@ -245,6 +245,11 @@ def package_run(
     accuracy = C.accuracy_section(score_data, split_text, n_images.get("heldout"))
     if C.TODO in accuracy:
         todos.append("accuracy")
+    if score_data:
+        # the card's figures, machine-readable: a test re-scores the shipped model on the same images
+        manifest["accuracy"] = {"split": split_text, "fold": cfg.fold, "n_folds": cfg.n_folds, "seed": cfg.seed,
+                                **{k: _summary(v) for k, v in score_data.items() if k in ("no_tta", "tta")
+                                   and isinstance(v, dict)}}
     summary = card_in.get("summary") or (
         f"Finds {ftus} in {stain}-stained {', '.join(organs)} histology: a {zoo_cfg.arch} / {zoo_cfg.encoder} network "
         "trained on ftu-bench.")
@@ -277,6 +282,11 @@ def package_run(
         fh.write(C.render_card(values))
     _write_manifest(folder, manifest)
     return PackageResult(read_model(folder), diff, todos)
+
+
+def _summary(breakdown: dict[str, Any]) -> dict[str, Any]:
+    """A dice_breakdown without its per-image rows."""
+    return {k: v for k, v in breakdown.items() if k in ("mean_dice", "n_images", "by_organ", "by_data_source")}
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
