@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,12 @@ def ftu_bench() -> Path:
     if not (FTU_BENCH / "train.csv").exists():
         pytest.skip(f"ftu-bench not found at {FTU_BENCH}")
     return FTU_BENCH
+
+
+@pytest.fixture
+def data(synth_data, tmp_path) -> Path:
+    """A private copy of the synthetic data set, free to corrupt or extend."""
+    return Path(shutil.copytree(synth_data, tmp_path / "data"))
 
 
 @pytest.fixture(scope="session")

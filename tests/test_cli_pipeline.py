@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from ftuseg.cli import main
-from ftuseg.rle import decode_rle
+from ftuseg.inference.predictor import Predictor
+from ftuseg.io.dataset import load_table, read_row_image
+from ftuseg.rle import decode_rle, encode_rle
 
 
 def test_help_lists_the_verbs(capsys):
@@ -73,12 +75,22 @@ def test_train_then_predict_writes_a_valid_submission(synth_data, tmp_path):
     df = pd.read_csv(sub, dtype={"id": str}).fillna("")
     truth = pd.read_csv(synth_data / "test_solution.csv", dtype={"id": str})
     assert list(df.columns) == ["id", "rle"] and list(df["id"]) == list(truth["id"])
+    # each row is the library's mask of that image, at its own size (the CLI adds nothing of its own)
+    table = load_table(synth_data, "test")
+    single = Predictor.from_runs([run], engine="auto")
+    expected = {row["id"]: single.predict_mask(read_row_image(row), row["pixel_size"], row["organ"])
+                for _, row in table.iterrows()}
     for (_, p), (_, t) in zip(df.iterrows(), truth.iterrows(), strict=True):
-        assert decode_rle(p["rle"], (t["img_height"], t["img_width"])).shape == (t["img_height"], t["img_width"])
-    # an ensemble of the same run twice with TTA gives a submission of the same ids
+        np.testing.assert_array_equal(decode_rle(p["rle"], (t["img_height"], t["img_width"])), expected[p["id"]])
+    # an ensemble of the same run twice with TTA is the run with TTA alone
     sub2 = tmp_path / "sub2.csv"
     assert main(["predict", str(run), str(run), str(synth_data), "--out", str(sub2), "--tta", "-q"]) == 0
-    assert list(pd.read_csv(sub2, dtype={"id": str})["id"]) == list(truth["id"])
+    with_tta = Predictor.from_runs([run], engine="auto", tta=True)
+    df2 = pd.read_csv(sub2, dtype={"id": str}).fillna("")
+    assert list(df2["id"]) == list(truth["id"])
+    for _, row in table.iterrows():
+        mask = with_tta.predict_mask(read_row_image(row), row["pixel_size"], row["organ"])
+        assert df2.set_index("id").loc[row["id"], "rle"] == encode_rle(mask)
 
 
 @pytest.mark.slow

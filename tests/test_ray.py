@@ -58,8 +58,10 @@ def test_ray_outputs_equal_single_process_and_resume(ray_local, tiny_tiled_run, 
     from ftuseg.errors import FtusegError
     from ftuseg.inference.inputs import PredictInput
     from ftuseg.inference.predictor import Predictor
-    from ftuseg.inference.ray_predict import predict_many_ray, run_ray_slides
+    from ftuseg.inference.ray_predict import RayOptions, predict_many_ray, run_ray_slides
+    from ftuseg.inference.run_policy import ModelSpec
 
+    two_workers = RayOptions(num_workers=2, progress=False)
     options = slide.SlideOptions(formats=("geojson", "ome-tiff"), pixel_size=0.5, region_size=256, quiet=True)
     single = tmp_path / "single"
     single.mkdir()
@@ -75,7 +77,7 @@ def test_ray_outputs_equal_single_process_and_resume(ray_local, tiny_tiled_run, 
     items = [PredictInput(id=p.stem, image_path=p, pixel_size=0.5) for p in [*images, broken]]
     no_px = slide.SlideOptions(formats=("geojson", "ome-tiff"), region_size=256, quiet=True)
     with pytest.raises(FtusegError, match=r"1 of 4 image\(s\) failed \(first: .*broken\.tif"):
-        predict_many_ray([tiny_tiled_run], items, out, no_px, num_workers=2, device="cpu", progress=False)
+        predict_many_ray(ModelSpec([tiny_tiled_run], device="cpu"), items, out, no_px, two_workers)
     table = pd.read_csv(out / "predictions.csv").set_index("id")
     assert table["status"].to_dict() == {"small0": "done", "small1": "done", "big": "done", "broken": "failed"}
     assert table.loc["small0", "tasks"] == 1 and table.loc["big", "tasks"] == 4  # start, 2 chunks, finalize
@@ -91,7 +93,7 @@ def test_ray_outputs_equal_single_process_and_resume(ray_local, tiny_tiled_run, 
 
     # resumable: complete images are skipped; one missing only its outputs is finalised again
     (out / "big" / "result.json").unlink()
-    again = run_ray_slides([tiny_tiled_run], images, out, options, num_workers=2, device="cpu", progress=False)
+    again = run_ray_slides(ModelSpec([tiny_tiled_run], device="cpu"), images, out, options, two_workers)
     assert [o.status for o in again] == ["skipped", "skipped", "done"]
     assert again[2].result.n_objects == expected["big"].n_objects
     np.testing.assert_array_equal(_mask(out, images[2]), _mask(single, images[2]))
@@ -99,11 +101,11 @@ def test_ray_outputs_equal_single_process_and_resume(ray_local, tiny_tiled_run, 
 
 def test_missing_run_dir_fails_before_starting_workers(ray_local, images, tmp_path):
     from ftuseg.errors import FtusegError
-    from ftuseg.inference.ray_predict import predict_many_ray
+    from ftuseg.inference.ray_predict import RayOptions, predict_many_ray
 
     with pytest.raises(FtusegError, match="run folder not found"):
         predict_many_ray([tmp_path / "nope"], images[:1], tmp_path, slide.SlideOptions(pixel_size=1.0),
-                         progress=False)
+                         RayOptions(progress=False))
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch):

@@ -8,9 +8,6 @@ per image into ``DIR/<image name>/``; re-running skips images whose outputs are 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-from pathlib import Path
 
 from ftuseg.cli._common import add_common, info
 
@@ -35,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", default="geojson,ome-tiff,overlay", help=FORMAT_HELP)
     p.add_argument("--pixel-size", type=float, help="µm per pixel for every image (overrides CSV and metadata)")
     p.add_argument("--organ", help="organ of every image (kidney, largeintestine, lung, prostate, spleen)")
+    p.add_argument("--allow-unknown-organ", action="store_true",
+                   help="predict an organ ftuseg does not know with an all-organ run's defaults (else refused)")
     p.add_argument("--images", help="image folder for a CSV with an id column (default: the CSV's folder)")
     p.add_argument("--no-tissue-detection", action="store_true", help="predict background tiles too")
     p.add_argument("--region-size", type=int, default=4096, help="level-0 pixels per streamed region")
@@ -45,39 +44,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inference engine; auto: onnxruntime on CPU, torch on GPU")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--threshold", type=float, help="override the saved threshold(s)")
-    # ---- Ray hook (engineer B): distribute images/regions over a Ray cluster ----------------------
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster (needs pip install 'ftuseg[ray]'); ADDRESS defaults to auto")
     add_common(p)
     p.set_defaults(func=run)
 
 
-def _check_out_dir_owner(out_dir: Path, settings: dict) -> None:
-    """One output folder per model: resuming with other runs/thresholds would mix predictions."""
-    from ftuseg.errors import FtusegError
-    from ftuseg.io.atomic import atomic_write
-
-    marker = out_dir / "predict.json"
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text())
-        except ValueError:
-            old = None
-        if old is not None and old != settings:
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise FtusegError(f"{out_dir}: holds predictions made with other settings ({', '.join(changed)}); "
-                              "use a new --out-dir")
-    else:
-        with atomic_write(marker) as fh:
-            json.dump(settings, fh, indent=2)
-
-
 def run(args: argparse.Namespace) -> int:
     from ftuseg.errors import FtusegError
     from ftuseg.inference.inputs import require_pixel_sizes, resolve_inputs
-    from ftuseg.inference.predictor import Predictor, predict_table
-    from ftuseg.inference.slide import SlideOptions, predict_many
-    from ftuseg.io.atomic import atomic_write, check_output_dir
+    from ftuseg.inference.run_policy import (
+        ModelSpec,
+        gather_submission,
+        predict_into_dir,
+        predict_submission,
+        write_csv,
+    )
+    from ftuseg.inference.slide import SlideOptions
+    from ftuseg.io.atomic import check_output_dir
 
     if len(args.paths) + bool(args.model) < 2:
         raise FtusegError("predict needs at least one RUN_DIR or --model NAME, and a DATA input")
@@ -95,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
         formats += ("rle",)  # the submission is assembled from the per-image RLE
     options = SlideOptions(formats=formats, region_size=args.region_size,
                            tissue_detection=not args.no_tissue_detection, quiet=args.quiet)
-    kaggle = Path(data).is_dir() and (args.split or any((Path(data) / f).exists() for f in ("test.csv", "train.csv")))
     items = resolve_inputs(data, pixel_size=args.pixel_size, split=args.split, images_dir=args.images,
                            organ=args.organ)
     if args.model:  # a shipped model refuses organs and stains it was not trained for, unless forced
@@ -105,58 +88,29 @@ def run(args: argparse.Namespace) -> int:
                                  run_dirs=runs[:len(runs) - len(args.model)]):
             info(args, note)
     require_pixel_sizes(items)  # before loading models: a missing pixel size stops the run at once
+    models = ModelSpec(runs, device=args.device, tta=args.tta, which=args.checkpoint, engine=args.engine,
+                       threshold=args.threshold, allow_unknown_organ=args.allow_unknown_organ)
+    models.check_organs(items)  # unknown, uncovered or untuned organs: refused before any model loads
 
+    if not args.out_dir:
+        if args.ray is not None:
+            raise FtusegError("--ray needs --out-dir (per-image outputs that every node writes)")
+        # Whole images in memory, one submission row each.
+        sub = predict_submission(models.load(), data, items, args.split, progress=not args.quiet)
+        write_csv(sub, args.out)
+        info(args, f"wrote {len(sub)} predictions to {args.out}")
+        return 0
+    ray_options = None
     if args.ray is not None:
-        # ---- Ray hook (engineer B provides ftuseg.inference.ray_predict.predict_many_ray) ---------
-        if importlib.util.find_spec("ftuseg.inference.ray_predict") is None or not args.out_dir:
-            raise FtusegError("--ray needs --out-dir and the Ray extra (pip install 'ftuseg[ray]')")
-        from ftuseg.inference.ray_predict import predict_many_ray
+        from ftuseg.inference.ray_predict import RayOptions
 
-        table = predict_many_ray(runs, items, args.out_dir, options, address=args.ray, device=args.device,
-                                 tta=args.tta, which=args.checkpoint, engine=args.engine, threshold=args.threshold,
-                                 progress=not args.quiet)
-    else:
-        predictor = Predictor.from_runs(runs, device=args.device, tta=args.tta, which=args.checkpoint,
-                                        engine=args.engine)
-        if args.threshold is not None:
-            predictor.thresholds.threshold = args.threshold
-            predictor.thresholds.organs = {}
-        if not args.out_dir:
-            import pandas as pd
-
-            # The original path: whole images in memory, one submission row each.
-            if kaggle:
-                from ftuseg.io.dataset import load_table
-
-                frame = load_table(data, args.split)
-            else:
-                frame = pd.DataFrame([{"id": it.id, "image_path": str(it.image_path), "organ": it.organ}
-                                      for it in items])
-            frame["pixel_size"] = [it.pixel_size for it in items]
-            frame["organ"] = [it.organ for it in items]  # --organ, and organs a --model filled in or forced
-            sub, _ = predict_table(predictor, frame, progress=not args.quiet)
-            with atomic_write(args.out) as fh:
-                sub.to_csv(fh, index=False)
-            info(args, f"wrote {len(sub)} predictions to {args.out}")
-            return 0
-        out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _check_out_dir_owner(out_dir, {
-            "runs": [str(Path(r).resolve()) for r in runs], "checkpoint": args.checkpoint, "tta": args.tta,
-            "threshold": args.threshold, "engine": args.engine,
-        })
-        table = predict_many(predictor, items, out_dir, options, progress=not args.quiet)
+        ray_options = RayOptions(address=args.ray, progress=not args.quiet)
+    table = predict_into_dir(models, items, args.out_dir, options, ray_options, progress=not args.quiet)
     skipped = table["tiles_skipped"].sum() / max(1, table["tiles_total"].sum())
     info(args, f"predicted {len(table)} image(s) into {args.out_dir}: {int(table['n_objects'].sum())} objects, "
                f"{skipped:.1%} of tiles skipped as background")
     if args.out:
-        import pandas as pd
-
-        rows = []
-        for (_, row), it in zip(table.iterrows(), items, strict=True):
-            rle = pd.read_csv(Path(args.out_dir) / row["slide_dir"] / "rle.csv", dtype=str, keep_default_na=False)
-            rows.append({"id": it.id, "rle": rle["rle"].iloc[0]})
-        with atomic_write(args.out) as fh:
-            pd.DataFrame(rows, columns=["id", "rle"]).to_csv(fh, index=False)
-        info(args, f"wrote {len(rows)} predictions to {args.out}")
+        sub = gather_submission(table, items, args.out_dir)
+        write_csv(sub, args.out)
+        info(args, f"wrote {len(sub)} predictions to {args.out}")
     return 0

@@ -14,6 +14,7 @@ process that dies is restarted by Ray and its task retried once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -25,8 +26,32 @@ from pathlib import Path
 from typing import Any
 
 from ftuseg.errors import FtusegError
+from ftuseg.inference.run_policy import ModelSpec
 
 RAY_EXTRA_HINT = "pip install 'ftuseg[ray]'"
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide to run: the cluster, the workers and how slides are shared between them.
+
+    ``address``: a running cluster (``"ray://head:10001"``, ``"HOST:6379"``); None, ``"auto"`` or ``"local"``
+    joins the cluster this machine belongs to (``RAY_ADDRESS`` or ``ray start``) or else starts a local
+    one; a process that already called ``ray.init`` keeps its cluster. ``num_workers`` defaults to one
+    per GPU, or one per 4 CPUs. With ``split_regions`` an image of several regions is spread over the
+    workers in contiguous chunks and then finalised once.
+    """
+
+    address: str | None = None
+    num_workers: int | None = None
+    cpus_per_worker: float | None = None
+    gpus_per_worker: float | None = None
+    split_regions: bool = True
+    progress: bool = True
+
+
+def _model_spec(models: ModelSpec | Sequence[str | os.PathLike]) -> ModelSpec:
+    return models if isinstance(models, ModelSpec) else ModelSpec(list(models))
 
 
 @dataclass
@@ -52,18 +77,12 @@ def _import_ray():
 class SlideWorker:
     """The body of a Ray actor: one predictor, reused for every slide and region sent to it."""
 
-    def __init__(self, run_dirs: list[str], device: str, tta: bool | None, which: str, engine: str,
-                 threads: int | None, threshold: float | None = None):
+    def __init__(self, models: ModelSpec, device: str, threads: int | None):
         import torch
 
         if threads:
             torch.set_num_threads(int(threads))
-        from ftuseg.inference.predictor import Predictor
-
-        self.predictor = Predictor.from_runs(run_dirs, device=device, tta=tta, which=which, engine=engine)
-        if threshold is not None:  # as ftuseg predict --threshold: one threshold for every organ
-            self.predictor.thresholds.threshold = threshold
-            self.predictor.thresholds.organs = {}
+        self.predictor = models.load(device=device)
 
     def start(self, image_path: str, out_dir: str, options: Any, split: bool) -> tuple[str, Any]:
         """("done", result) for a finished slide, or ("split", regions) after preparing its stores."""
@@ -125,44 +144,32 @@ def _cluster_plan(ray: Any, device: str, num_workers: int | None, cpus_per_worke
 
 
 def predict_many_ray(
-    run_dirs: Sequence[str | os.PathLike],
+    models: ModelSpec | Sequence[str | os.PathLike],
     image_paths: Sequence[Any],
     out_dir: str | os.PathLike,
     options: Any = None,
-    address: str | None = None,
-    num_workers: int | None = None,
-    device: str = "auto",
-    tta: bool | None = None,
-    which: str = "best",
-    engine: str = "torch",
-    threshold: float | None = None,
-    cpus_per_worker: float | None = None,
-    gpus_per_worker: float | None = None,
-    split_regions: bool = True,
-    progress: bool = True,
+    ray_options: RayOptions | None = None,
     raise_on_failure: bool = True,
 ) -> Any:
     """``ftuseg predict --ray``: predict images on Ray; writes and returns ``out_dir/predictions.csv``.
 
-    ``image_paths`` are paths or :class:`~ftuseg.inference.inputs.PredictInput` items (their pixel size
-    and organ override ``options`` per image). The table has the columns of ``slide.predict_many`` plus
-    ``status`` (done / skipped / failed), ``error``, ``seconds`` and ``tasks``. When slides failed, the
-    table is still written and, with ``raise_on_failure``, a one-line FtusegError names the first one
-    (re-running retries only the unfinished slides). Other arguments: see :func:`run_ray_slides`.
+    ``models``: a :class:`ModelSpec` or run folders. ``image_paths`` are paths or
+    :class:`~ftuseg.inference.inputs.PredictInput` items (their pixel size and organ override ``options``
+    per image). The table has the rows of ``slide.predict_many`` plus ``status`` (done / skipped /
+    failed), ``error``, ``seconds`` and ``tasks``. When slides failed, the table is still written and,
+    with ``raise_on_failure``, a one-line FtusegError names the first one (re-running retries only the
+    unfinished slides).
     """
-    import pandas as pd
-
-    from ftuseg.io.atomic import atomic_write
+    from ftuseg.inference.slide import results_row, write_results
 
     items = list(image_paths)
-    outcomes = run_ray_slides(run_dirs, items, out_dir, options, address=address, num_workers=num_workers,
-                              device=device, tta=tta, which=which, engine=engine, threshold=threshold,
-                              cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                              split_regions=split_regions, progress=progress)
-    rows = [_table_row(item, o) for item, o in zip(items, outcomes, strict=True)]
-    table = pd.DataFrame(rows)
-    with atomic_write(Path(out_dir) / "predictions.csv") as fh:
-        table.to_csv(fh, index=False)
+    outcomes = run_ray_slides(models, items, out_dir, options, ray_options)
+    rows = []
+    for item, o in zip(items, outcomes, strict=True):
+        row = results_row(item, o.image_path, o.result)
+        row.update(status=o.status, error=o.error, seconds=round(o.seconds, 3), tasks=o.tasks)
+        rows.append(row)
+    table = write_results(rows, out_dir)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed and raise_on_failure:
         raise FtusegError(f"{len(failed)} of {len(outcomes)} image(s) failed (first: {failed[0].image_path}: "
@@ -171,82 +178,28 @@ def predict_many_ray(
     return table
 
 
-def _table_row(item: Any, outcome: SlideOutcome) -> dict[str, Any]:
-    """One row like ``slide.predict_many`` writes, plus the Ray status."""
-    res = outcome.result
-    row: dict[str, Any] = {"id": getattr(item, "id", Path(outcome.image_path).name),
-                           "image_path": outcome.image_path, "organ": getattr(item, "organ", None)}
-    if res is not None:
-        row.update(pixel_size=res.pixel_size, height=res.height, width=res.width, n_objects=res.n_objects,
-                   area_um2=res.areas.get("total_um2", 0.0), mean_object_um2=res.areas.get("mean_um2", 0.0),
-                   tiles_total=res.tiles_total, tiles_skipped=res.tiles_skipped,
-                   skipped_fraction=round(res.skipped_fraction, 6), slide_dir=Path(res.out_dir).name)
-        rle = getattr(item, "rle", None)
-        if rle is not None:
-            row["dice"] = _dice(res, rle)
-    row.update(status=outcome.status, error=outcome.error, seconds=round(outcome.seconds, 3), tasks=outcome.tasks)
-    return row
-
-
-def _dice(res: Any, rle: str) -> float | None:
-    import numpy as np
-    import zarr
-
-    from ftuseg.metrics import dice_score
-    from ftuseg.outputs.overlay import PNG_MAX_PIXELS
-    from ftuseg.rle import decode_rle
-
-    if res.height * res.width > PNG_MAX_PIXELS:
-        return None
-    pred = np.asarray(zarr.open_array(store=str(Path(res.out_dir) / "mask.zarr"), mode="r")[:, :])
-    return dice_score(pred, decode_rle(rle, (res.height, res.width)))
-
-
 def run_ray_slides(
-    run_dirs: Sequence[str | os.PathLike],
+    models: ModelSpec | Sequence[str | os.PathLike],
     image_paths: Sequence[Any],
     out_dir: str | os.PathLike,
     options: Any = None,
-    address: str | None = None,
-    num_workers: int | None = None,
-    device: str = "auto",
-    tta: bool | None = None,
-    which: str = "best",
-    engine: str = "torch",
-    threshold: float | None = None,
-    cpus_per_worker: float | None = None,
-    gpus_per_worker: float | None = None,
-    split_regions: bool = True,
-    progress: bool = True,
+    ray_options: RayOptions | None = None,
 ) -> list[SlideOutcome]:
-    """Predict images into ``out_dir`` (``out_dir/<stem>/`` per image) on Ray; one outcome per image, in order.
-
-    ``address``: a running cluster (``"ray://head:10001"``, ``"HOST:6379"``); None, ``"auto"`` or ``"local"``
-    joins the cluster this machine belongs to (``RAY_ADDRESS`` or ``ray start``) or else starts a local
-    one; a process that already called ``ray.init`` keeps its cluster. ``num_workers`` defaults to one
-    per GPU, or one per 4 CPUs. With ``split_regions`` an image of several regions
-    (``options.region_size``) is spread over the workers in contiguous chunks and then finalised once.
-    """
-    import dataclasses
-
+    """Predict images into ``out_dir`` (``out_dir/<stem>/`` per image) on Ray; one outcome per image, in order."""
     ray = _import_ray()
-    from ftuseg.inference.slide import SlideOptions
-    from ftuseg.models.checkpoint import resolve_checkpoint
+    from ftuseg.inference.slide import SlideOptions, options_for
 
+    models = _model_spec(models)
+    ray_options = ray_options or RayOptions()
     options = options if options is not None else SlideOptions()
     out = Path(out_dir)
     if not out.is_dir():
         raise FtusegError(f"{out}: output folder does not exist")
-    for r in run_dirs:  # fail here, once, rather than in every worker
-        resolve_checkpoint(r, which)
-    run_dirs = [str(Path(r).resolve()) for r in run_dirs]
-    jobs = []
-    for item in image_paths:
-        path = getattr(item, "image_path", item)
-        opts = options
-        if hasattr(item, "image_path"):  # a PredictInput: its own pixel size and organ
-            opts = dataclasses.replace(options, pixel_size=item.pixel_size, organ=item.organ)
-        jobs.append((str(Path(path).resolve()), opts))
+    models.check_runs()
+    models = dataclasses.replace(models, run_dirs=[str(Path(r).resolve()) for r in models.run_dirs])
+    jobs = [(str(Path(getattr(item, "image_path", item)).resolve()), options_for(options, item))
+            for item in image_paths]
+    address, progress = ray_options.address, ray_options.progress
     started_here = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -257,24 +210,24 @@ def run_ray_slides(
             raise FtusegError(f"cannot reach a Ray cluster at {address} ({_error_text(exc)})") from None
         started_here = True
     try:
-        return _run(ray, run_dirs, jobs, str(out.resolve()), num_workers, device, tta, which, engine, threshold,
-                    cpus_per_worker, gpus_per_worker, split_regions, progress)
+        return _run(ray, models, jobs, str(out.resolve()), ray_options)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(ray, run_dirs, jobs, out_dir, num_workers, device, tta, which, engine, threshold, cpus_per_worker,
-         gpus_per_worker, split_regions, progress) -> list[SlideOutcome]:
+def _run(ray: Any, models: ModelSpec, jobs: list[tuple[str, Any]], out_dir: str,
+         ray_options: RayOptions) -> list[SlideOutcome]:
     from tqdm.auto import tqdm
 
-    n_workers, cpus, gpus = _cluster_plan(ray, device, num_workers, cpus_per_worker, gpus_per_worker)
+    n_workers, cpus, gpus = _cluster_plan(ray, models.device, ray_options.num_workers, ray_options.cpus_per_worker,
+                                          ray_options.gpus_per_worker)
+    split_regions, progress = ray_options.split_regions, ray_options.progress
     n_workers = max(1, min(n_workers, len(jobs)) if not split_regions else n_workers)
     actor_cls = ray.remote(SlideWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=2, max_task_retries=1)
-    worker_device = "cuda" if gpus > 0 else ("cpu" if device == "auto" else device)
+    worker_device = "cuda" if gpus > 0 else ("cpu" if models.device == "auto" else models.device)
     threads = max(1, int(cpus)) if gpus == 0 else None
-    actors = [actor_cls.remote(run_dirs, worker_device, tta, which, engine, threads, threshold)
-              for _ in range(n_workers)]
+    actors = [actor_cls.remote(models, worker_device, threads) for _ in range(n_workers)]
 
     keys = list(range(len(jobs)))
     outcomes = {k: SlideOutcome(jobs[k][0], "pending") for k in keys}

@@ -18,11 +18,15 @@ def scale_factor(pixel_size: float, target_mpp: float) -> float:
 
 def resize_image(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize an image to (height, width): area averaging when shrinking, bilinear when enlarging."""
+    return _resize_smooth(img, shape)
+
+
+def _resize_smooth(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
-    if img.shape[:2] == (h, w):
-        return img
-    shrink = h * w < img.shape[0] * img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if arr.shape[:2] == (h, w):
+        return arr
+    shrink = h * w < arr.shape[0] * arr.shape[1]
+    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -34,9 +38,6 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def resize_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a probability map back to an image's pixel grid (bilinear, half-pixel aligned)."""
-    h, w = shape
-    if prob.shape[:2] == (h, w):
-        return prob
-    shrink = h * w < prob.shape[0] * prob.shape[1]
-    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    """Resize a probability map back to an image's pixel grid (bilinear, half-pixel aligned; area when
+    shrinking), the same interpolation as images so a round trip stays aligned."""
+    return _resize_smooth(prob, shape)

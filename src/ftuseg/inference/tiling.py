@@ -69,14 +69,25 @@ def blend_window(tile: int, kind: str = "gaussian", floor: float = 1e-3) -> np.n
     return np.maximum(w, floor).astype(np.float32)
 
 
+def _cover_padding(h: int, w: int, tile: int, margin: int) -> tuple[int, int]:
+    """(bottom, right) padding: ``margin``, plus whatever a canvas smaller than one tile lacks."""
+    return margin + max(0, tile - (h + 2 * margin)), margin + max(0, tile - (w + 2 * margin))
+
+
+def tile_count(height: int, width: int, tile: int, overlap: float, margin: int | None = None) -> int:
+    """Tiles the sliding window runs on a (height, width) image, without padding it (for reporting)."""
+    margin = tile // 4 if margin is None else margin
+    bottom, right = _cover_padding(height, width, tile, margin)
+    return len(TileGrid.from_overlap(height + margin + bottom, width + margin + right, tile, overlap))
+
+
 def pad_to_cover(img: np.ndarray, tile: int, margin: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Reflect-pad by ``margin`` on every side, then at the bottom/right up to ``tile``.
 
     Returns the padded array and the (top, left) offset of the original image inside it.
     """
     h, w = img.shape[:2]
-    bottom = margin + max(0, tile - (h + 2 * margin))
-    right = margin + max(0, tile - (w + 2 * margin))
+    bottom, right = _cover_padding(h, w, tile, margin)
     pad = [(margin, bottom), (margin, right)] + [(0, 0)] * (img.ndim - 2)
     # reflect needs at least 2 pixels along an axis; a 1-pixel image can only be repeated
     mode = "reflect" if min(h, w) > 1 else "edge"
