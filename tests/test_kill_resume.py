@@ -2,8 +2,8 @@
 on disk load, and ``--resume`` continues from the last complete checkpoint to the same end as a run that was
 never interrupted.
 
-Killing *during* a checkpoint write is made deterministic by the test hook in ``ftuseg.io.atomic``:
-``FTUSEG_TEST_PAUSE_BEFORE_RENAME`` makes every atomic write whose name matches
+Killing *during* a checkpoint write is made deterministic by tests/hooks/sitecustomize.py, loaded into the
+child through PYTHONPATH: ``FTUSEG_TEST_PAUSE_BEFORE_RENAME`` makes every atomic write whose name matches
 ``FTUSEG_TEST_PAUSE_MATCH`` announce itself on stderr and sleep after its temp file is complete but before
 the rename; the test kills the process while it sleeps.
 """
@@ -32,6 +32,7 @@ STEPS_PER_EPOCH = 2  # 8 training images (12 minus a validation group of 4), bat
 FLAGS = ["--encoder", "resnet18", "--image-size", "64", "--batch-size", "4", "--lr", "1e-3", "--epochs", str(EPOCHS),
          "--seed", "5", "--device", "cpu", "-q"]
 MARKER = "ftuseg-test: pause before rename "
+HOOKS = Path(__file__).parent / "hooks"
 
 
 def _train_cmd(data: Path, run: Path, resume: bool) -> list[str]:
@@ -41,7 +42,8 @@ def _train_cmd(data: Path, run: Path, resume: bool) -> list[str]:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTUSEG_TEST_")}
-    env.update(extra, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.update(extra, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")])))
     return env
 
 

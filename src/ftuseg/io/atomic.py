@@ -3,21 +3,13 @@
 An interrupted run therefore leaves either the old complete file or the new complete file, never a
 truncated one. A run killed mid-write can leave a hidden ``.NAME.*.tmp`` beside the target; it is
 never read and :func:`remove_stale_temps` tidies it away.
-
-Test hook: with ``FTUSEG_TEST_PAUSE_BEFORE_RENAME=SECONDS`` set, every atomic write whose file name
-matches the glob ``FTUSEG_TEST_PAUSE_MATCH`` (default ``*``) prints ``ftuseg-test: pause before
-rename PATH`` to stderr and sleeps between the complete temp file and the rename, so tests can kill a
-process at exactly that point (tests/test_kill_resume.py). Unset, it costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -89,13 +81,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _test_pause(path: Path) -> None:
-    seconds = os.environ.get("FTUSEG_TEST_PAUSE_BEFORE_RENAME")
-    if seconds and fnmatch.fnmatch(path.name, os.environ.get("FTUSEG_TEST_PAUSE_MATCH", "*")):
-        print(f"ftuseg-test: pause before rename {path}", file=sys.stderr, flush=True)
-        time.sleep(float(seconds))
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed onto ``path``."""
@@ -116,7 +101,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         try:
             with open(tmp_path, "rb") as fh:
                 os.fsync(fh.fileno())
-            _test_pause(path)
             os.replace(tmp_path, path)
             _fsync_dir(parent)
         except OSError as exc:  # disk full, folder removed or made read-only mid-run

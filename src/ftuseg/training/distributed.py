@@ -4,26 +4,17 @@
 LOCAL_RANK, MASTER_ADDR/PORT); :func:`init_distributed` joins it with gloo on CPU and nccl on CUDA.
 The process group is created once per process and destroyed at exit, so several ``train`` calls in one
 process (``--folds all``) reuse it instead of re-rendezvousing.
-
-Test hook: with ``FTUSEG_DDP_CHECKSUMS=FOLDER`` set, every rank writes
-``FOLDER/rank<r>.json`` (step, epoch and a SHA-256 of its parameters and of its buffers) at the end of
-each epoch, so a test can check that the replicas are bit-identical (tests/test_ddp.py). Unset, it costs
-one dict lookup per epoch.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
-CHECKSUM_ENV = "FTUSEG_DDP_CHECKSUMS"
 
 
 @dataclass(frozen=True)
@@ -144,19 +135,6 @@ def state_checksums(module: torch.nn.Module) -> dict[str, str]:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         out[kind] = h.hexdigest()
     return out
-
-
-def write_checksums(module: torch.nn.Module, info: DistInfo, **fields: object) -> None:
-    """The test hook described in the module docstring (no-op unless FTUSEG_DDP_CHECKSUMS is set)."""
-    folder = os.environ.get(CHECKSUM_ENV)
-    if not folder:
-        return
-    from ftuseg.io.atomic import atomic_write
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    record = {"rank": info.rank, "world_size": info.world_size, **fields, **state_checksums(module)}
-    with atomic_write(Path(folder) / f"rank{info.rank}.json") as fh:
-        json.dump(record, fh)
 
 
 def cleanup(info: DistInfo) -> None:

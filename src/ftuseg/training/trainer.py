@@ -392,7 +392,6 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         last_epoch = stop or epoch == cfg.epochs - 1
         val_dice = None
         D.average_buffers(core, info)
-        D.write_checksums(core, info, step=step, epoch=epoch)
         if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
             scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), cfg, val_table, progress=progress)
             val_dice = float(scores["dice"].mean())
