@@ -372,6 +372,24 @@ def test_round_trip_predict_geojson_edit_train_gives_the_same_masks(tiny_tiled_r
     assert (tmp_path / "run" / "best.pt").exists()
 
 
+def test_predict_writer_geojson_loads_back_exactly(folder):
+    """The writer ``predict --out-dir`` uses, on a mask with holes, objects touching at a corner, an object
+    inside another's hole and objects on the border: training reads back the very same mask."""
+    from ftuseg.outputs.geojson import mask_to_polygons, sort_polygons, write_geojson
+
+    rng = np.random.default_rng(5)
+    mask = (rng.random((90, 110)) > 0.55).astype(np.uint8)  # ragged shapes, many corner contacts
+    mask[10:40, 10:40] = 1
+    mask[15:35, 15:35] = 0  # a hole ...
+    mask[22:28, 22:28] = 1  # ... with an island in it
+    mask[0:5, :] = 1  # along the border
+    make_image(folder / "a.png", 90, 110)
+    write_geojson(folder / "a.geojson", sort_polygons(mask_to_polygons(mask)), "kidney", 0.5, image_name="a")
+    row = load_table(folder, pixel_size=0.5).iloc[0]
+    np.testing.assert_array_equal(read_row_mask(row), mask)
+    assert row["organ"] == "kidney"
+
+
 def test_exported_kaggle_rows_load_back_to_the_same_masks(synth_data, tmp_path):
     kaggle = load_table(synth_data, "train", need_rle=True).iloc[:4]
     out = export_kaggle_annotations(synth_data, tmp_path / "ann", ids=list(kaggle["id"]))
