@@ -240,7 +240,7 @@ def parse_geojson(path: str | os.PathLike, shape: tuple[int, int]) -> tuple[Anno
     except (OSError, UnicodeDecodeError) as exc:
         return fail(f"cannot read annotation file ({getattr(exc, 'strerror', None) or exc})")
     if not text.strip():
-        return fail("annotation file is empty (0 features); an image without FTUs needs "
+        return fail("annotation file is empty; for an image without FTUs write "
                     '{"type": "FeatureCollection", "features": []}')
     try:
         data = json.loads(text)
