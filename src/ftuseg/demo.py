@@ -57,3 +57,49 @@ def run_demo(out_dir: str | os.PathLike, epochs: int | None = None, progress: bo
     with atomic_write(out / "demo_result.json") as fh:
         json.dump(result, fh, indent=2)
     return result
+
+
+# A HuBMAP kidney image of ftu-bench's locked fold 4, which the shipped glomeruli model never saw
+SHIPPED_DEMO_IMAGE = "hbk-92"
+SHIPPED_DEMO_MODEL = "glomeruli-pas"
+
+
+def run_shipped_demo(data_dir: str | os.PathLike, out_dir: str | os.PathLike, image_id: str = SHIPPED_DEMO_IMAGE,
+                     model: str = SHIPPED_DEMO_MODEL, progress: bool = True) -> dict:
+    """The shipped model on real tissue, as a pathologist runs it: ``ftuseg predict --model NAME IMAGE
+    --out-dir OUT`` (QuPath GeoJSON, overlay, mask), then the mask scored against the image's truth."""
+    import cv2
+    import numpy as np
+
+    from ftuseg.cli import main as cli_main
+    from ftuseg.errors import FtusegError
+    from ftuseg.io.dataset import read_row_mask
+    from ftuseg.metrics import dice_score
+
+    table = load_table(data_dir, "train", need_rle=True)
+    rows = table[table["id"].astype(str) == image_id]
+    if rows.empty:
+        raise FtusegError(f"{data_dir}: no image {image_id!r} in train.csv")
+    row = rows.iloc[0]
+    out = Path(out_dir)
+    argv = ["predict", "--model", model, str(row["image_path"]), "--organ", str(row["organ"]),
+            "--pixel-size", f"{float(row['pixel_size']):g}", "--out-dir", str(out),
+            "--formats", "geojson,overlay,png"]
+    if progress:
+        print("[demo] shipped model on real tissue: ftuseg " + " ".join(argv), file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    if cli_main(argv if progress else ["-q", *argv]) != 0:
+        raise FtusegError(f"the shipped-model demo failed on {row['image_path']}")
+    seconds = time.perf_counter() - t0
+    folder = out / Path(str(row["image_path"])).stem
+    pred = cv2.imread(str(folder / "mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    truth = read_row_mask(row, pred.shape)
+    geojson = json.loads((folder / f"{folder.name}.geojson").read_text())
+    features = geojson["features"] if isinstance(geojson, dict) else geojson
+    n_true = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)[0] - 1
+    result = {"model": model, "image": image_id, "organ": str(row["organ"]), "dice": dice_score(pred, truth),
+              "objects_predicted": len(features), "objects_true": int(n_true), "seconds": seconds,
+              "outputs": str(folder)}
+    with atomic_write(out / "shipped_demo.json") as fh:
+        json.dump(result, fh, indent=2)
+    return result
