@@ -64,7 +64,8 @@ def run_package(args: argparse.Namespace) -> int:
                       organs=organs, which=args.checkpoint)
     m = res.model
     info(args, f"packaged {m.name} into {m.path}: {', '.join(m.organs)}, {m.stain}, {m.size_bytes / 1e6:.1f} MB, "
-               f"sha256 {m.sha256[:16]}..., fp16 vs fp32 max probability difference {res.fp16_max_prob_diff:.1e}")
+               f"sha256 {m.sha256[:16]}..., fp16 vs fp32: max probability difference {res.fp16_max_prob_diff:.1e}, "
+               f"{res.fp16_flipped:.4%} of pixels flipped")
     if res.todos:
         info(args, f"warning: {m.card_path} still has TODO placeholders ({', '.join(res.todos)}): give --scores "
                    "(and --card accuracy_split) before shipping it")
