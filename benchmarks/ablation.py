@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from accuracy import CPU_TILED, markdown_table, merge_specialists
+from accuracy import CPU_TILED, markdown_table, merge_specialists, pooled_row
 
 from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, train_and_score, write_json
 
@@ -38,11 +38,7 @@ def pooled_table(results: dict) -> pd.DataFrame:
     for method in results["methods"]:
         for tta in ("no_tta", "tta"):
             recs = [r for fold in results["folds"].values() for r in fold[method][tta]["per_image"]]
-            df = pd.DataFrame(recs)
-            row = {"method": method + (" + TTA" if tta == "tta" else ""), "all": df["dice"].mean()}
-            row.update({f"organ={k}": v for k, v in df.groupby("organ")["dice"].mean().items()})
-            row.update({f"source={k}": v for k, v in df.groupby("data_source")["dice"].mean().items()})
-            rows.append(row)
+            rows.append(pooled_row(method + (" + TTA" if tta == "tta" else ""), recs))
     return pd.DataFrame(rows)
 
 

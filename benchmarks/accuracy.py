@@ -121,14 +121,16 @@ def table_rows(results: dict) -> pd.DataFrame:
         methods["seed-512"] += fold["seed"]["no_tta"]["per_image"]
         methods["tiled"] += fold["tiled"]["no_tta"]["per_image"]
         methods["tiled + TTA"] += fold["tiled"]["tta"]["per_image"]
-    rows = []
-    for name, recs in methods.items():
-        df = pd.DataFrame(recs)
-        row = {"method": name, "all": df["dice"].mean()}
-        row.update({f"organ={k}": v for k, v in df.groupby("organ")["dice"].mean().items()})
-        row.update({f"source={k}": v for k, v in df.groupby("data_source")["dice"].mean().items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([pooled_row(name, recs) for name, recs in methods.items()])
+
+
+def pooled_row(method: str, per_image: list[dict]) -> dict:
+    """One table row: mean per-image Dice overall, per organ and per data source."""
+    df = pd.DataFrame(per_image)
+    row = {"method": method, "all": df["dice"].mean()}
+    row.update({f"organ={k}": v for k, v in df.groupby("organ")["dice"].mean().items()})
+    row.update({f"source={k}": v for k, v in df.groupby("data_source")["dice"].mean().items()})
+    return row
 
 
 def main() -> None:
