@@ -333,6 +333,26 @@ def test_validation_dice_counts_only_inside_rois(folder):
     assert scores["dice"].iloc[0] == pytest.approx(2 * 400 / (400 + 400 + 900))
 
 
+def test_threshold_tuning_scores_only_inside_rois(folder, tmp_path):
+    from ftuseg.inference.threshold_tuning import tune_thresholds
+
+    make_image(folder / "a.png", 96, 128)
+    ftu = qupath_feature([rect(20, 20, 40, 40)])
+    write_json(folder / "a.geojson", collection(ftu, qupath_feature([rect(0, 0, 64, 64)], name="Region*")))
+    pd.DataFrame({"image": ["a.png"], "organ": ["kidney"], "pixel_size": [1.0]}).to_csv(
+        folder / "annotations.csv", index=False)
+    prob = np.zeros((96, 128), np.uint8)
+    prob[20:40, 20:40] = 100  # inside the ROI: the FTU exactly, at probability 0.39
+    prob[60:96, 70:128] = 255  # outside it: a confident 36x58 blob that no min area or threshold removes
+    run = tmp_path / "run"
+    (run / "oof").mkdir(parents=True)
+    np.savez_compressed(run / "oof" / "a.npz", prob=prob)
+    result, report = tune_thresholds([run], folder, save=False)
+    assert report.loc[0, "dice_tuned"] == 1.0
+    assert report.loc[0, "dice_at_0.5"] == 0.0  # 0.5 misses the FTU; the blob outside does not count
+    assert result.threshold < 100 / 255 and result.min_area_um2 == 0.0
+
+
 # ------------------------------------------------------------------------------------------------ round trip
 def test_round_trip_predict_geojson_edit_train_gives_the_same_masks(tiny_tiled_run, synth_data, tmp_path, capsys):
     from ftuseg.outputs.geojson import geojson_to_mask

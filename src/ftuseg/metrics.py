@@ -21,6 +21,21 @@ def dice_score(pred: np.ndarray, truth: np.ndarray, empty_score: float = 1.0) ->
     return 2.0 * inter / total
 
 
+def inside_roi(pred: np.ndarray, truth: np.ndarray, roi: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of ``pred`` and ``truth`` inside ``roi`` (None: every pixel). Outside the ROIs of a
+    partially annotated image nothing is annotated, so neither side may count there."""
+    if roi is None:
+        return pred, truth
+    if roi.shape != truth.shape:
+        raise ValueError(f"ROI shape {roi.shape} differs from the mask {truth.shape}")
+    return pred[roi], truth[roi]
+
+
+def roi_dice(pred: np.ndarray, truth: np.ndarray, roi: np.ndarray | None, empty_score: float = 1.0) -> float:
+    """Dice counting only pixels inside ``roi`` (None: the whole image), as validation scores images."""
+    return dice_score(*inside_roi(pred, truth, roi), empty_score=empty_score)
+
+
 def mean_dice(scores: Iterable[float]) -> float:
     """Mean of per-image Dice scores (the competition's aggregate)."""
     arr = np.asarray(list(scores), dtype=np.float64)

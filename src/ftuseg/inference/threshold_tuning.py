@@ -2,7 +2,8 @@
 
 Each fold run saves its validation images' probabilities (``oof/<id>.npz``, uint8 in 1/255 steps).
 Together the folds cover every training image once, so the tuned values are never fitted on data a
-model saw in training.
+model saw in training. On partially annotated images (ROI annotations) Dice counts only the pixels
+inside the ROIs, as validation does: outside them nothing is annotated.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ftuseg.inference.postprocess import (
     min_area_pixels,
     remove_small_objects,
 )
-from ftuseg.io.dataset import expected_shape, load_table, read_row_mask
-from ftuseg.metrics import dice_score
+from ftuseg.io.dataset import expected_shape, load_table, read_row_truth
+from ftuseg.metrics import inside_roi, roi_dice
 
 THRESHOLD_GRID = np.round(np.arange(0.1, 0.91, 0.05), 2)
 MIN_AREA_GRID_UM2 = (0.0, 50.0, 200.0, 800.0, 2000.0)
@@ -78,22 +79,25 @@ def tune_thresholds(
         p = probs[str(row["id"])]
         if p.shape != shape:
             raise FtusegError(f"oof/{row['id']}.npz: shape {p.shape} differs from the image {shape}")
-        items.append((row, p, read_row_mask(row, shape)))
-    curves = np.stack([dice_curve(p, t) for _, p, t in items])  # (images, thresholds)
-    organs = np.array([str(r["organ"]) for r, _, _ in items])
+        truth, roi = read_row_truth(row, shape)
+        items.append((row, p, truth, roi))
+    curves = np.stack([dice_curve(*inside_roi(p, t, roi)) for _, p, t, roi in items])  # (images, thresholds)
+    organs = np.array([str(r["organ"]) for r, _, _, _ in items])
     default_i = int(np.argmin(np.abs(THRESHOLD_GRID - 0.5)))
 
     def best_post(sel: np.ndarray, thr: float) -> tuple[float, float, float]:
         """(min area, hole limit, mean Dice): holes are filled before small objects are dropped, as at
         prediction; the grid is small, so every pair is scored."""
-        chosen = [(r, (p > thr * 255).astype(np.uint8), t) for (r, p, t), s in zip(items, sel, strict=True) if s]
+        # post-processing sees the whole image, as at prediction; only the score is limited to the ROIs
+        chosen = [(r, (p > thr * 255).astype(np.uint8), t, roi)
+                  for (r, p, t, roi), s in zip(items, sel, strict=True) if s]
         best = (0.0, 0.0, -1.0)
         for holes in FILL_HOLES_GRID_UM2:
-            filled = [(r, fill_small_holes(m, hole_area_pixels(holes, float(r["pixel_size"]))), t)
-                      for r, m, t in chosen]
+            filled = [(r, fill_small_holes(m, hole_area_pixels(holes, float(r["pixel_size"]))), t, roi)
+                      for r, m, t, roi in chosen]
             for area in MIN_AREA_GRID_UM2:
-                d = float(np.mean([dice_score(remove_small_objects(m, min_area_pixels(area, float(r["pixel_size"]))),
-                                              t) for r, m, t in filled]))
+                d = float(np.mean([roi_dice(remove_small_objects(m, min_area_pixels(area, float(r["pixel_size"]))),
+                                            t, roi) for r, m, t, roi in filled]))
                 if d > best[2] + 1e-9:  # ties keep the simpler (earlier, smaller) setting
                     best = (area, holes, d)
         return best

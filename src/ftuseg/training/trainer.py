@@ -24,7 +24,7 @@ from ftuseg.inference.engine import TorchTileFn, cpu_has_native_bf16
 from ftuseg.inference.predictor import Member, member_proba
 from ftuseg.io.atomic import atomic_write
 from ftuseg.io.dataset import load_table, read_row_image, read_row_truth
-from ftuseg.metrics import dice_score
+from ftuseg.metrics import roi_dice
 from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
 from ftuseg.models.factory import build_model
 from ftuseg.training import distributed as D
@@ -136,7 +136,7 @@ def evaluate_images(
         truth, roi = read_row_truth(row, img.shape[:2])
         prob = member_proba(member, img, float(row["pixel_size"]), row.get("organ"))
         pred = prob > cfg.threshold
-        dice = dice_score(pred, truth) if roi is None else dice_score(pred[roi], truth[roi])
+        dice = roi_dice(pred, truth, roi)
         rows.append({"id": row["id"], "organ": row.get("organ"), "data_source": row.get("data_source"),
                      "dice": dice})
         if keep_proba:
