@@ -77,6 +77,17 @@ def test_single_image_folder_and_csv(tmp_path):
     assert {r.pixel_size for r in resolve_inputs(ids, pixel_size=1.5, images_dir=imgs)} == {1.5}
 
 
+def test_folder_input_skips_annotation_masks(tmp_path):
+    # an annotation folder: masks and GeoJSON beside the images are annotations, not images to predict
+    img = tissue_image(60, 80)
+    for name in ("a.png", "a_mask.png", "b.png"):
+        Image.fromarray(img if "mask" not in name else img[..., 0]).save(tmp_path / name)
+    tifffile.imwrite(tmp_path / "b.mask.tif", np.zeros((60, 80), np.uint8))
+    (tmp_path / "a.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    items = resolve_inputs(tmp_path)
+    assert [(i.id, i.image_path.name) for i in items] == [("a", "a.png"), ("b", "b.png")]
+
+
 def test_input_errors_name_the_row_or_file(tmp_path):
     Image.fromarray(tissue_image()).save(tmp_path / "a.jpg")
     bad = tmp_path / "bad.csv"

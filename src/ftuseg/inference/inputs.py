@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ftuseg.errors import FtusegError
+from ftuseg.io.annotations import is_mask_file
 from ftuseg.io.pixel_size import pillow_file_mpp
 from ftuseg.io.readers import PILLOW_EXTENSIONS, is_slide_file, slide_stem
 
@@ -31,9 +32,12 @@ class PredictInput:
     img_width: int | None = None
 
 
-def _index_slides(folder: Path) -> dict[str, list[Path]]:
+def _index_slides(folder: Path, skip_masks: bool = False) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        # in an annotation folder NAME_mask.png annotates NAME.png: predicting it would be meaningless
+        if skip_masks and is_mask_file(entry.name):
+            continue
         if entry.is_file() and is_slide_file(entry.name):
             found.setdefault(slide_stem(entry.name), []).append(Path(entry.path))
     return found
@@ -142,7 +146,7 @@ def resolve_inputs(
         if is_kaggle_folder(data, split):
             items = _from_kaggle(data, split)
         else:
-            found = _index_slides(data)
+            found = _index_slides(data, skip_masks=True)
             if not found:
                 raise FtusegError(f"{data}: no images found (and no train.csv/test.csv)")
             items = []

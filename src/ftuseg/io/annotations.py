@@ -73,6 +73,15 @@ def image_stem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def is_mask_file(path: str | os.PathLike) -> bool:
+    """An image-format file named as a mask (``*_mask.*`` / ``*.mask.*``): an annotation, never an image."""
+    lower = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return lower[: -len(suffix)].endswith(MASK_MARKERS)
+    return False
+
+
 def annotation_candidates(image_path: str | os.PathLike) -> list[Path]:
     """The files that may annotate ``image_path`` by the naming rule, whether they exist or not."""
     image_path = Path(image_path)
