@@ -4,7 +4,6 @@ rank-0 atomic checkpoints (best + last), per-epoch CSV log, exact resume."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -21,15 +20,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ftuseg.config import RunConfig
 from ftuseg.errors import FtusegError
 from ftuseg.inference.engine import TorchTileFn, cpu_has_native_bf16
-from ftuseg.inference.predictor import Member, member_proba
 from ftuseg.io.atomic import atomic_write
-from ftuseg.io.dataset import load_table, read_row_image, read_row_truth
-from ftuseg.metrics import roi_dice
+from ftuseg.io.dataset import load_table
 from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
 from ftuseg.models.factory import build_model
 from ftuseg.training import distributed as D
 from ftuseg.training.augment import augment_batch
 from ftuseg.training.datasets import TileDataset, WholeImageDataset
+from ftuseg.training.evaluation import evaluate_images, save_oof  # moved there; callers still import them here
 from ftuseg.training.losses import BCEDiceLoss
 from ftuseg.training.lr_finder import LRFinderResult, lr_range_test, plot_lr_find
 from ftuseg.training.splits import train_val_split
@@ -119,43 +117,6 @@ def selection_split(cfg: RunConfig, table: pd.DataFrame, train_idx: np.ndarray) 
     if len(select) == 0 or len(fit) == 0:
         return train_idx, np.arange(0)
     return train_idx[fit], train_idx[select]
-
-
-def evaluate_images(
-    tile_fn, cfg: RunConfig, table: pd.DataFrame, progress: bool = False, keep_proba: bool = False,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Per-image Dice at each image's own resolution (threshold ``cfg.threshold``); on a partially annotated
-    image (ROI annotations) only the pixels inside its ROIs count."""
-    from tqdm.auto import tqdm
-
-    member = Member(tile_fn, cfg)
-    rows, probs = [], {}
-    for _, row in tqdm(table.iterrows(), total=len(table), desc="validate", unit="img", disable=not progress,
-                       leave=False):
-        img = read_row_image(row)
-        truth, roi = read_row_truth(row, img.shape[:2])
-        prob = member_proba(member, img, float(row["pixel_size"]), row.get("organ"))
-        pred = prob > cfg.threshold
-        dice = roi_dice(pred, truth, roi)
-        rows.append({"id": row["id"], "organ": row.get("organ"), "data_source": row.get("data_source"),
-                     "dice": dice})
-        if keep_proba:
-            probs[str(row["id"])] = prob
-    return pd.DataFrame(rows), probs
-
-
-def save_oof(run_dir: Path, probs: dict[str, np.ndarray], scores: pd.DataFrame) -> None:
-    """Out-of-fold probabilities (uint8, 1/255 steps) for threshold tuning, plus their Dice table."""
-    oof = run_dir / "oof"
-    oof.mkdir(exist_ok=True)
-    for image_id, prob in probs.items():
-        q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, prob=q)
-        with atomic_write(oof / f"{image_id}.npz", "wb") as fh:
-            fh.write(buf.getvalue())
-    with atomic_write(run_dir / "oof_dice.csv") as fh:
-        scores.to_csv(fh, index=False)
 
 
 def write_run_info(run_dir: Path, cfg: RunConfig, n_train: int, n_select: int, n_heldout: int, **budget) -> None:
