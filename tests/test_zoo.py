@@ -386,3 +386,22 @@ def test_shipped_models_reproduce_their_card_figures_on_ftu_bench(ftu_bench, mon
         scores = rescore(model, ftu_bench)
         assert len(scores) == acc["no_tta"]["n_images"], model.name
         assert abs(float(scores["dice"].mean()) - acc["no_tta"]["mean_dice"]) < 0.01, model.name
+
+
+@pytest.mark.slow
+def test_predict_model_on_ray_matches_the_local_run(zoo, kidney_image, tmp_path, capsys):
+    """Ray workers receive the model's folder like a run folder: same masks as the single-process path."""
+    ray = pytest.importorskip("ray")
+
+    base = ["predict", "--model", "test-kidney", str(kidney_image), "--pixel-size", "1.0", "--formats", "geojson,rle",
+            "--engine", "torch", "-q"]
+    assert main([*base, "--out-dir", str(tmp_path / "local")]) == 0, capsys.readouterr().err
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main([*base, "--out-dir", str(tmp_path / "ray"), "--ray"]) == 0, capsys.readouterr().err
+    finally:
+        ray.shutdown()
+    local, remote = (pd.read_csv(tmp_path / d / "kidney1" / "rle.csv", dtype=str, keep_default_na=False)
+                     for d in ("local", "ray"))
+    assert local["rle"].tolist() == remote["rle"].tolist()
+    assert pd.read_csv(tmp_path / "ray" / "predictions.csv")["organ"].tolist() == ["kidney"]
