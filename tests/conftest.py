@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# ONNX exports of shipped models and the measured engine choice go to the user cache: keep tests out of it
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ftuseg-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 FTU_BENCH = Path(os.environ.get("FTU_BENCH", REPO.parent / "shared" / "data" / "ftu-bench"))

@@ -12,12 +12,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ftuseg.errors import FtusegError
 from ftuseg.io.atomic import atomic_save
+
+if TYPE_CHECKING:  # loaded on use: finding an existing export must not pull in torch
+    import torch
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -33,6 +36,8 @@ class ExportResult:
 
 def export_model_onnx(model: torch.nn.Module, path: str | os.PathLike, sample_size: int = 64) -> Path:
     """Write ``model`` (an FTUNet, eval mode, any device) to ``path`` atomically as ONNX."""
+    import torch
+
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     x = torch.rand(1, 3, sample_size, sample_size) * 255.0
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -53,6 +58,7 @@ def export_model_onnx(model: torch.nn.Module, path: str | os.PathLike, sample_si
 def check_onnx(model: torch.nn.Module, path: str | os.PathLike, shapes=((2, 3, 96, 64),), seed: int = 0) -> float:
     """Max |logit difference| between onnxruntime and torch on random inputs of the given shapes."""
     import onnxruntime as ort
+    import torch
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = model.to("cpu").eval()

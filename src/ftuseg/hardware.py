@@ -35,6 +35,50 @@ def cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
     return model, tuple(name for flag, name in _FLAGS.items() if flag in flags)
 
 
+def default_threads() -> int:
+    """Threads a CPU engine uses, known without importing torch: OMP_NUM_THREADS when set (Ray sets it per
+    actor), else the physical cores this process may run on (torch's own default)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _physical_cores()
+
+
+@lru_cache(maxsize=1)
+def _physical_cores() -> int:
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores, cpu, phys = set(), None, "0"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "processor":
+                cpu = int(value)
+            elif key == "physical id":
+                phys = value
+            elif key == "core id" and cpu in allowed:
+                cores.add((phys, value))
+    except (OSError, ValueError):
+        pass
+    return len(cores) or len(allowed) or 1
+
+
+def cuda_possible() -> bool:
+    """Whether a CUDA device might be present, answered without importing torch when it cannot be: no
+    NVIDIA driver, no CUDA (torch is asked only when it is loaded already or a driver exists)."""
+    import sys
+
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    if not Path("/proc/driver/nvidia/version").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def machine_info() -> dict:
     """CPU model and flags, cores, torch threads, native bf16, CUDA device, load average (1/5/15 min)."""
     import torch

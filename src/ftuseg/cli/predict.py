@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip test-time augmentation")
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
-                   help="inference engine; auto: onnxruntime on CPU, torch on GPU")
+                   help="inference engine; auto: torch on GPU; on CPU whichever of torch and onnxruntime "
+                        "ran this network faster on this machine (timed once, then cached)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--threshold", type=float, help="override the saved threshold(s)")
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",

@@ -3,7 +3,8 @@
 uint8 tiles (B, T, T, 3) in, float32 probabilities (B, T, T) out. On this project's CPU onnxruntime ran a
 ResNet34 U-Net 1.5-1.7x faster than ftuseg's torch fp32 path (it fuses Conv+BatchNorm+ReLU, which eager
 torch runs as separate memory-bound passes; benchmarks/results/throughput.json) with the same numbers
-(max |logit diff| ~1e-5), which is why ``--engine auto`` should pick it on CPU (:func:`default_engine`).
+(max |logit diff| ~1e-5). ``--engine auto`` does not assume it wins: it times both on the machine
+(:mod:`ftuseg.inference.engine_choice`).
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ftuseg.errors import FtusegError
-from ftuseg.inference.engine import TTA_FLIPS
+
+# the flips of ftuseg.inference.engine.TTA_FLIPS (kept here so this module runs without importing torch)
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 ONNX_DIMS = {(): (), (-1,): (2,), (-2,): (1,), (-2, -1): (1, 2)}  # TTA flips in NHWC numpy axes
 
 
+# onnxruntime's CPU arena keeps the largest activation set it has seen (~100 MB per 384 px tile of an
+# EfficientNet-Lite0 U-Net, rounded up): runs of at most this many pixels bound the process's memory
+# (4 tiles of 384 px, 9 of 256 px), which is what lets a whole slide predict in well under 1 GiB.
+MAX_RUN_PIXELS = 4 * 384 * 384
+
+
 class OnnxTileFn:
-    """An onnxruntime session over an exported FTUNet (see :mod:`ftuseg.export`)."""
+    """An onnxruntime session over an exported FTUNet (see :mod:`ftuseg.export`).
+
+    A batch larger than ``max_run_pixels`` is run in consecutive chunks (same result, bounded memory)."""
 
     def __init__(self, onnx_path: str | os.PathLike, tta: bool = False, threads: int | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", max_run_pixels: int | None = MAX_RUN_PIXELS):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -35,7 +45,9 @@ class OnnxTileFn:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # follow torch's thread count (OMP_NUM_THREADS, Ray's per-actor CPUs) instead of every core
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        from ftuseg.hardware import default_threads
+
+        opts.intra_op_num_threads = int(threads or default_threads())
         opts.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -47,6 +59,7 @@ class OnnxTileFn:
             raise FtusegError(f"{self.path}: cannot load ONNX model ({msg})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.flips = TTA_FLIPS if tta else ((),)
+        self.max_run_pixels = max_run_pixels
 
     @classmethod
     def for_run(cls, run_dir: str | os.PathLike, tta: bool = False, which: str = "best",
@@ -79,7 +92,11 @@ class OnnxTileFn:
         return cls(onnx_path, tta=tta, threads=threads, device=device)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        per_run = len(x) if not self.max_run_pixels else max(1, self.max_run_pixels // (x.shape[2] * x.shape[3]))
+        if per_run >= len(x):
+            return self.session.run(None, {self.input_name: x})[0]
+        return np.concatenate([self.session.run(None, {self.input_name: x[i : i + per_run]})[0]
+                               for i in range(0, len(x), per_run)])
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         acc = None
@@ -88,12 +105,17 @@ class OnnxTileFn:
             t = np.flip(tiles, axis=axes) if axes else tiles
             x = np.ascontiguousarray(t.transpose(0, 3, 1, 2), dtype=np.float32)
             logits = self._logits(x)[:, 0]
-            p = torch.sigmoid(torch.from_numpy(logits)).numpy()
+            p = sigmoid(logits)
             if axes:
                 p = np.flip(p, axis=axes)
             acc = p if acc is None else acc + p
         out = acc / len(self.flips) if len(self.flips) > 1 else acc
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function in float32 without overflow warnings (equal to torch.sigmoid to ~1e-7)."""
+    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32, copy=False)))).astype(np.float32, copy=False)
 
 
 def _stale(onnx_path: Path, ckpt: Path) -> bool:
@@ -110,11 +132,13 @@ def cache_path(ckpt: Path) -> Path:
     return root / f"{key}.onnx"
 
 
-def default_engine(device: str | torch.device = "auto") -> str:
-    """The engine ``--engine auto`` should use: onnxruntime on CPU (measured 1.5-1.7x faster than torch fp32
-    with the same numbers, benchmarks/results/throughput.json), torch on GPUs."""
+def default_engine(device: str | object = "auto") -> str:
+    """``onnxruntime`` when ``--engine auto`` may consider it (a CPU with onnxruntime installed; which engine
+    then runs is measured by :mod:`ftuseg.inference.engine_choice`), ``torch`` on GPUs."""
     import importlib.util
 
     dev = str(device)
-    on_cpu = dev == "cpu" or (dev == "auto" and not torch.cuda.is_available())
+    from ftuseg.hardware import cuda_possible
+
+    on_cpu = dev == "cpu" or (dev == "auto" and not cuda_possible())
     return "onnxruntime" if on_cpu and importlib.util.find_spec("onnxruntime") is not None else "torch"

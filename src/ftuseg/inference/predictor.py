@@ -6,14 +6,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ftuseg.config import RunConfig
 from ftuseg.errors import FtusegError
-from ftuseg.inference.engine import TorchTileFn, pick_device
 from ftuseg.inference.postprocess import Thresholds
 from ftuseg.inference.region import (
     OrganRoute,
@@ -24,6 +23,9 @@ from ftuseg.inference.region import (
 )
 from ftuseg.inference.sliding_window import TileFn
 from ftuseg.io.readers import ArraySlideReader
+
+if TYPE_CHECKING:  # torch loads only when a member runs on it: ONNX members keep the process torch-free
+    import torch
 
 
 @dataclass
@@ -90,14 +92,17 @@ class Predictor:
         engine: str = "torch",
         allow_unknown_organ: bool = False,
     ) -> Predictor:
-        from ftuseg.models.checkpoint import load_run_model
-
-        dev = pick_device(device)
         members = []
         for run in run_dirs:
-            model, cfg = load_run_model(run, which=which)
-            use_tta = cfg.tta if tta is None else tta
-            members.append(Member(make_tile_fn(model, cfg, Path(run), dev, use_tta, engine, which), cfg))
+            member = onnx_member(Path(run), device, tta, engine, which)
+            if member is None:  # torch runs it, or builds the ONNX export and times the engines first
+                from ftuseg.inference.engine import pick_device
+                from ftuseg.models.checkpoint import load_run_model
+
+                model, cfg = load_run_model(run, which=which)
+                use_tta = cfg.tta if tta is None else tta
+                member = Member(make_tile_fn(model, cfg, Path(run), pick_device(device), use_tta, engine, which), cfg)
+            members.append(member)
         return cls(members, load_thresholds(run_dirs), allow_unknown_organ)
 
     def route(self, organ: str | None) -> OrganRoute:
@@ -139,26 +144,65 @@ class Predictor:
         return self.predict_image(image, pixel_size, organ)[0]
 
 
+def onnx_member(run: Path, device: str, tta: bool | None, engine: str, which: str = "best") -> Member | None:
+    """The run as an onnxruntime member without importing torch, when nothing needs torch: a CPU, an up-to-date
+    ONNX export of the checkpoint, and ``--engine onnxruntime`` or an earlier measurement that picked it for
+    ``auto``. None otherwise (the caller loads the model with torch). A shipped model's weights are still
+    checked against their SHA-256, since the export is keyed by it."""
+    import importlib.util
+
+    from ftuseg.config import load_config
+    from ftuseg.inference.engine_choice import cached_engine
+    from ftuseg.inference.onnx_engine import OnnxTileFn, _stale, cache_path, default_engine
+    from ftuseg.models.checkpoint import expected_sha256, resolve_checkpoint, sha256_file
+
+    if engine not in ("auto", "onnxruntime") or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    if str(device) not in ("cpu", "auto") or default_engine(device) != "onnxruntime":
+        return None
+    ckpt = resolve_checkpoint(run, which)
+    if not (ckpt.parent / "config.yaml").exists():
+        return None
+    cfg = load_config(ckpt.parent / "config.yaml")
+    use_tta = cfg.tta if tta is None else tta
+    if engine == "auto" and cached_engine(cfg, use_tta) != "onnxruntime":
+        return None
+    from ftuseg.export import default_onnx_path
+
+    fresh = [p for p in (default_onnx_path(ckpt), cache_path(ckpt)) if not _stale(p, ckpt)]
+    if not fresh:
+        return None
+    if ckpt.suffix == ".safetensors" and sha256_file(ckpt) != expected_sha256(ckpt):
+        return None  # the torch path refuses it with the full message
+    return Member(OnnxTileFn(fresh[0], tta=use_tta, device="cpu"), cfg)
+
+
 def make_tile_fn(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, device: torch.device, tta: bool,
                  engine: str = "torch", which: str = "best") -> TileFn:
     """The engine that runs ``model`` on tiles: ``torch``, ``onnxruntime`` or ``auto``.
 
-    ``auto`` picks onnxruntime on CPU (measured 1.5-1.7x faster than torch fp32 there, same outputs to
-    1e-5; benchmarks/throughput.py) and torch on GPU, and falls back to torch if the model cannot be
-    exported.
+    ``auto`` is torch on a GPU; on a CPU it is whichever of torch and onnxruntime ran this network's tiles
+    faster on this machine (timed once per CPU and network shape, then cached:
+    :mod:`ftuseg.inference.engine_choice`); torch when onnxruntime is missing or cannot take the model.
     """
     if engine not in ("auto", "torch", "onnxruntime"):
         raise FtusegError(f"unknown engine {engine!r}; choose auto, torch or onnxruntime")
-    if engine in ("auto", "onnxruntime"):
-        from ftuseg.inference.onnx_engine import OnnxTileFn, default_engine
+    from ftuseg.inference.engine import TorchTileFn
+    from ftuseg.inference.onnx_engine import OnnxTileFn, default_engine
 
-        if engine == "onnxruntime" or default_engine(device) == "onnxruntime":
-            try:
-                return OnnxTileFn.for_run(run_dir, tta=tta, which=which)
-            except FtusegError:
-                if engine == "onnxruntime":
-                    raise
-    return TorchTileFn(model, device=device, tta=tta, amp=cfg.amp)
+    def torch_fn() -> TileFn:
+        return TorchTileFn(model, device=device, tta=tta, amp=cfg.amp)
+
+    def ort_fn() -> TileFn:
+        return OnnxTileFn.for_run(run_dir, tta=tta, which=which)
+
+    if engine == "onnxruntime":
+        return ort_fn()
+    if engine == "auto" and default_engine(device) == "onnxruntime":
+        from ftuseg.inference.engine_choice import choose_engine
+
+        return choose_engine(cfg, tta, {"torch": torch_fn, "onnxruntime": ort_fn})[1]
+    return torch_fn()
 
 
 def predict_table(

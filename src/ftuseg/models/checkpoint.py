@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ftuseg.config import RunConfig, load_config
 from ftuseg.errors import FtusegError
 from ftuseg.io.atomic import atomic_save
+
+if TYPE_CHECKING:  # torch loads on use: a run predicted through its ONNX export never needs it
+    import torch
 
 # a shipped model's weights (ftuseg.zoo): fp16 safetensors beside its config.yaml and zoo.json manifest
 SAFETENSORS_NAME = "model.safetensors"
@@ -21,12 +22,16 @@ MANIFEST_NAME = "zoo.json"
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, cfg: RunConfig, **extra: Any) -> Path:
     """Write ``{"model": state_dict, "config": dict, **extra}`` atomically."""
+    import torch
+
     module = model.module if hasattr(model, "module") else model
     payload = {"model": module.state_dict(), "config": cfg.to_dict(), "format": "ftuseg-checkpoint-v1", **extra}
     return atomic_save(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise FtusegError(f"{path}: checkpoint not found")
@@ -49,6 +54,7 @@ def save_safetensors_checkpoint(path: str | os.PathLike, state: dict[str, torch.
 
     fp16 halves the file; a tensor that fp16 cannot hold (a value beyond ±65504) stays fp32 rather than
     turning into infinities. Integer tensors (BatchNorm step counters) keep their type."""
+    import torch
     from safetensors.torch import save_file
 
     # one metadata entry holding sorted JSON: safetensors writes several in hash-map order, so the same

@@ -17,9 +17,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from ftuseg.errors import FtusegError
@@ -34,6 +33,9 @@ from ftuseg.models.checkpoint import (
 )
 from ftuseg.zoo import card as C
 from ftuseg.zoo.registry import CARD_NAME, MANIFEST_FORMAT, NAME_RE, ZooModel, read_model, shipped_root
+
+if TYPE_CHECKING:  # torch loads on use (packaging needs it; listing and loading ONNX models do not)
+    import torch
 
 # the files a model folder may hold; anything else left by an earlier packaging is removed
 MODEL_FILES = ("config.yaml", SAFETENSORS_NAME, "thresholds.json", CARD_NAME, MANIFEST_NAME)
@@ -98,6 +100,8 @@ def _stain_for(organs: tuple[str, ...], stain: str | None, run_dir: Path) -> str
 
 
 def _fp16_difference(fp32_model: torch.nn.Module, folder: Path, tile: int) -> tuple[float, float]:
+    import torch
+
     """Max |probability| difference between the fp32 run and the packaged fp16 model on a fixed random input,
     and the share of pixels whose 0.5-threshold decision differs."""
     zoo_model, _ = load_run_model(folder)
