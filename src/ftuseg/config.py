@@ -85,6 +85,8 @@ class RunConfig:
     # --- inference ----------------------------------------------------------------------------
     overlap: float = field(default=0.5, metadata={"help": "overlap of inference windows, fraction of a tile, 0-1"})
     blend: str = field(default="gaussian", metadata={"help": "window blending overlapping tiles: gaussian or cosine"})
+    infer_margin: float = field(default=0.25, metadata={
+        "help": "context reflect-padded around an image at inference, fraction of a tile (0: the minimal grid)"})
     infer_batch_size: int = field(default=8, metadata={"help": "tiles per batch at inference"})
     tta: bool = field(default=False, metadata={"help": "flip test-time augmentation at inference (4 flips)"})
     threshold: float = field(default=0.5, metadata={"help": "probability above which a pixel is FTU, 0-1"})
@@ -128,9 +130,15 @@ class RunConfig:
         if isinstance(self.organs, str):
             self.organs = [o.strip() for o in self.organs.split(",") if o.strip()]
         self.organs = [str(o) for o in (self.organs or [])]
+        if not 0 <= self.infer_margin <= 1:
+            raise FtusegError(f"config: infer_margin must be in [0, 1] (a fraction of a tile), got {self.infer_margin}")
         if self.blend not in ("gaussian", "cosine"):
             raise FtusegError(f"config: blend must be gaussian or cosine, got {self.blend!r}")
         return self
+
+    def infer_margin_px(self) -> int:
+        """Reflect padding around an image at inference, in network pixels."""
+        return int(round(self.tile_size * self.infer_margin))
 
     def mpp_for(self, organ: str | None) -> float:
         return float(self.organ_mpp.get(str(organ), self.target_mpp)) if organ is not None else self.target_mpp

@@ -93,9 +93,13 @@ def organ_route(cfgs: Sequence[RunConfig], thresholds: Thresholds, organ: str | 
 def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | None, organ: str | None,
                         out_box: Box | None = None,
                         keep_for: Callable[[tuple[int, int]], KeepFn | None] | None = None,
+                        extent: tuple[float, float, float, float] | None = None,
                         ) -> tuple[np.ndarray, int, int]:
     """One member's probability on ``out_box`` of ``image`` (default: all of it) in the image's own pixel
-    grid; returns (prob, tiles in the grid, tiles skipped). ``keep_for(scaled_hw)`` may skip tiles."""
+    grid; returns (prob, tiles in the grid, tiles skipped). ``keep_for(scaled_hw)`` may skip tiles.
+
+    ``extent`` (x, y, width, height, floats): when ``image`` is a coarser pyramid level, the area it covers
+    in the output grid, which ``out_box`` then refers to (``pixel_size`` is the level's own)."""
     cfg = member.cfg
     h, w = image.shape[:2]
     out_box = out_box or (0, 0, w, h)
@@ -110,8 +114,22 @@ def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | N
     scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, cfg.mpp_for(organ))))
     keep_fn = keep_for(scaled.shape[:2]) if keep_for is not None else None
     prob_s, total, skipped = blended_windows(member.tile_fn, scaled, cfg.tile_size, cfg.overlap,
-                                             cfg.infer_batch_size, cfg.blend, keep_fn=keep_fn)
+                                             cfg.infer_batch_size, cfg.blend, margin=cfg.infer_margin_px(),
+                                             keep_fn=keep_fn)
+    if extent is not None:
+        return _to_extent(prob_s, extent, out_box), total, skipped
     return _to_grid(prob_s, (h, w), out_box), total, skipped
+
+
+def _to_extent(prob_s: np.ndarray, extent: tuple[float, float, float, float], out_box: Box) -> np.ndarray:
+    """Resample a prediction covering ``extent`` of the output grid onto ``out_box`` of that grid (bilinear,
+    the half-pixel mapping of ``cv2.resize``)."""
+    ex, ey, ew, eh = extent
+    ox, oy, ow, oh = out_box
+    fx, fy = prob_s.shape[1] / ew, prob_s.shape[0] / eh
+    m = np.array([[fx, 0, (ox - ex + 0.5) * fx - 0.5], [0, fy, (oy - ey + 0.5) * fy - 0.5]], dtype=np.float64)
+    return cv2.warpAffine(prob_s, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def _to_grid(prob_s: np.ndarray, box_hw: tuple[int, int], out_box: Box) -> np.ndarray:
@@ -146,11 +164,22 @@ class RegionPredictor:
             if m.cfg.mode == "tiled" and pixel_size is not None:
                 self.halo = max(self.halo, math.ceil(m.cfg.tile_size / scale_factor(pixel_size, m.cfg.mpp_for(organ))))
         whole = [m for m in self.members if m.cfg.mode != "tiled"]
+        self.level, self.level_downsample = self._pyramid_level(whole)
         if n_regions > 1 and whole:
             raise FtusegError(
                 f"{reader.path}: a {reader.width}x{reader.height} image needs {n_regions} regions but the model "
                 f"predicts whole images (mode={whole[0].cfg.mode}); use a tiled run or a larger region size"
             )
+
+    def _pyramid_level(self, whole: list) -> tuple[int, tuple[float, float]]:
+        """The coarsest pyramid level still at least as fine as every member needs, and its downsample
+        (x, y): a model at 4 µm/px on a 0.5 µm/px slide reads the 8x level, 1/64 of the pixels to decode."""
+        if whole or self.pixel_size is None or self.reader.level_count < 2 or not self.members:
+            return 0, (1.0, 1.0)
+        want = min(m.cfg.mpp_for(self.organ) / self.pixel_size for m in self.members)
+        level = self.reader.best_level_for_downsample(want)
+        (w0, h0), (lw, lh) = self.reader.level_dimensions[0], self.reader.level_dimensions[level]
+        return level, (w0 / lw, h0 / lh)
 
     def read_box(self, box: Box) -> Box:
         x, y, w, h = box
@@ -167,18 +196,32 @@ class RegionPredictor:
         if self.tissue is not None and not self.tissue.has_tissue(np.array([rb]))[0]:
             n = self._tile_count(rb)
             return None, rb, n, n
-        img = self.reader.read_region(rx, ry, rw, rh)
         out_box = (0, 0, rw, rh) if with_halo else (box[0] - rx, box[1] - ry, box[2], box[3])
+        img, pixel_size, extent = self._read(rb)
+        absolute = (rx, ry, rw, rh) if extent is None else (rx + extent[0], ry + extent[1], extent[2], extent[3])
         acc = None
         total = skipped = 0
         for m in self.members:
-            prob, t, s = member_window_proba(m, img, self.pixel_size, self.organ, out_box,
-                                             lambda hw, rb=rb: self._keep_fn(rb, hw))
+            prob, t, s = member_window_proba(m, img, pixel_size, self.organ, out_box,
+                                             lambda hw, a=absolute: self._keep_fn(a, hw), extent)
             total, skipped = total + t, skipped + s
             acc = prob if acc is None else acc + prob
         if len(self.members) > 1:
             acc /= len(self.members)
         return acc, rb, total, skipped
+
+    def _read(self, rb: Box) -> tuple[np.ndarray, float | None, tuple[float, float, float, float] | None]:
+        """Pixels of the read box: level 0, or the covering box of the chosen pyramid level with its pixel size
+        and the area it covers relative to the read box."""
+        rx, ry, rw, rh = rb
+        if self.level == 0:
+            return self.reader.read_region(rx, ry, rw, rh), self.pixel_size, None
+        dx, dy = self.level_downsample
+        lx0, ly0 = math.floor(rx / dx), math.floor(ry / dy)
+        lx1, ly1 = math.ceil((rx + rw) / dx), math.ceil((ry + rh) / dy)
+        img = self.reader.read_region(lx0, ly0, lx1 - lx0, ly1 - ly0, self.level)
+        extent = (lx0 * dx - rx, ly0 * dy - ry, (lx1 - lx0) * dx, (ly1 - ly0) * dy)
+        return img, self.pixel_size * (dx + dy) / 2.0, extent
 
     def predict(self, box: Box) -> tuple[np.ndarray | None, np.ndarray | None, int, int]:
         """(mask, prob) of ``box`` (None when it holds no tissue), tiles total, tiles skipped."""
@@ -197,16 +240,17 @@ class RegionPredictor:
         for m in self.members:
             if m.cfg.mode == "tiled":
                 sh, sw = scaled_shape(rb[3], rb[2], scale_factor(self.pixel_size, m.cfg.mpp_for(self.organ)))
-                total += tile_count(sh, sw, m.cfg.tile_size, m.cfg.overlap)
+                total += tile_count(sh, sw, m.cfg.tile_size, m.cfg.overlap, m.cfg.infer_margin_px())
             else:
                 total += 1
         return total
 
-    def _keep_fn(self, rb: Box, scaled_hw: tuple[int, int]) -> KeepFn | None:
-        """Tiles to run: those the tissue map says hold tissue (in level-0 coordinates)."""
+    def _keep_fn(self, area: tuple[float, float, float, float], scaled_hw: tuple[int, int]) -> KeepFn | None:
+        """Tiles to run: those the tissue map says hold tissue; ``area`` is what the scaled image covers, in
+        level-0 coordinates."""
         if self.tissue is None:
             return None
-        rx, ry, rw, rh = rb
+        rx, ry, rw, rh = area
         fy, fx = scaled_hw[0] / rh, scaled_hw[1] / rw
         tissue = self.tissue
 
