@@ -99,13 +99,13 @@ def reused_seed(old: dict, fold: int, args: argparse.Namespace) -> dict | None:
     return None
 
 
-def merge_specialists(parts: list[dict], groups: list[list[str]]) -> dict:
+def merge_specialists(parts: list[dict], groups: list[list[str]], scores: tuple[str, ...] = ("no_tta", "tta")) -> dict:
     """One result from organ specialists: each scored its own organs' held-out images (disjoint)."""
     if len(parts) == 1:
         return parts[0]
     out: dict = {"preset": "tiled", "specialists": [{"organs": g, **p} for g, p in zip(groups, parts, strict=True)],
                  "train_seconds": sum(p["train_seconds"] for p in parts)}
-    for name in ("no_tta", "tta"):
+    for name in scores:
         recs = [r for p in parts for r in p[name]["per_image"]]
         out[name] = summarise(pd.DataFrame(recs))
         out[name]["per_image"] = recs

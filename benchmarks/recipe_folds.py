@@ -1,0 +1,121 @@
+"""The recipe under a fixed per-fold budget: pooled out-of-fold Dice on folds 0-3, locked fold 4 beside it.
+
+For every fold k the recipe (``ftuseg.training.recipe``: ImageNet EfficientNet-Lite0 U-Nets, one specialist
+per FTU family, checkpoint chosen on an inner split of the training part) trains on the other folds under
+``--minutes`` per fold, shared by the families by ``--shares``; the held-out fold is scored once (also with
+flip TTA under --tta). Folds 0-3 are pooled (per-image Dice, then mean per organ and data source) and their
+per-fold spread is given; fold 4 is locked: nothing is chosen on it, it is trained and scored last and
+reported beside the pooled figure. Writes benchmarks/results/recipe_folds.json after every fold (a killed
+run resumes with --resume, skipping the folds already in the JSON).
+
+    python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4   # the README's run
+
+The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
+load average before and after are recorded beside every figure, since other jobs change what a minute buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from accuracy import markdown_table, merge_specialists, pooled_row
+
+from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, train_and_score, write_json
+
+LOCKED_FOLD = 4
+OUT = RESULTS / "recipe_folds.json"
+# issue 11's targets for the pooled folds (mean Dice per data source), written beside the figures
+TARGETS = {"HuBMAP": 0.88, "GlaS": 0.90, "AIDPATH": 0.70, "RINGS": 0.88}
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Pooled folds 0-3 and locked fold 4 rows (with and without TTA), per organ and data source."""
+    rows = []
+    pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
+    for tta in ("no_tta", "tta") if results["tta"] else ("no_tta",):
+        suffix = " + TTA" if tta == "tta" else ""
+        if pooled:
+            recs = [r for k in pooled for r in results["folds"][k][tta]["per_image"]]
+            rows.append(pooled_row(f"pooled folds {','.join(sorted(pooled))}{suffix}", recs))
+        if str(LOCKED_FOLD) in results["folds"]:
+            locked = results["folds"][str(LOCKED_FOLD)][tta]["per_image"]
+            rows.append(pooled_row(f"locked fold {LOCKED_FOLD}{suffix}", locked))
+    return rows
+
+
+def fold_spread(results: dict) -> dict:
+    """Per data source: each pooled fold's mean Dice (no TTA), and their mean and standard deviation."""
+    per_source: dict[str, list[float]] = {}
+    for k, fold in sorted(results["folds"].items()):
+        if int(k) == LOCKED_FOLD:
+            continue
+        df = pd.DataFrame(fold["no_tta"]["per_image"])
+        for src, v in df.groupby("data_source")["dice"].mean().items():
+            per_source.setdefault(str(src), []).append(float(v))
+    return {src: {"per_fold": v, "mean": float(np.mean(v)), "std": float(np.std(v))} for src, v in per_source.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--minutes", type=float, default=20.0, help="training budget per fold (all families together)")
+    ap.add_argument("--shares", default="glomeruli=0.55,glands=0.45",
+                    help="each family's share of the per-fold budget (384 px kidney tiles cost ~2x a 256 px one)")
+    ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
+    ap.add_argument("--runs", type=Path, default=RESULTS / "runs" / "recipe_folds")
+    ap.add_argument("--tta", action="store_true", help="also score with flip TTA (4x the prediction time)")
+    ap.add_argument("--resume", action="store_true", help="keep the folds already in recipe_folds.json")
+    args = ap.parse_args()
+    if not (args.data / "train.csv").exists():
+        raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
+
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training.recipe import recipe_config, recipe_groups
+
+    shares = {k: float(v) for k, v in (p.split("=") for p in args.shares.split(","))}
+    groups = recipe_groups(load_table(args.data, split="train", need_rle=True, need_images=False)["organ"].tolist())
+    if set(groups) != set(shares):
+        raise SystemExit(f"--shares must name every family of the data: {', '.join(groups)}")
+    folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
+    results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
+                     "families": groups, "locked_fold": LOCKED_FOLD, "tta": args.tta, "targets": TARGETS, "folds": {},
+                     "machine_before": machine()}
+    if args.resume and OUT.exists():
+        old = json.loads(OUT.read_text())
+        if (old["budget_minutes_per_fold"], old["shares"], old["tta"]) != (args.minutes, shares, args.tta):
+            raise SystemExit("--resume: recipe_folds.json was run with another budget or shares")
+        results["folds"] = old["folds"]
+    t0 = time.perf_counter()
+    for k in folds:
+        if str(k) in results["folds"]:
+            continue
+        parts, before = [], machine()
+        for name, organs in groups.items():
+            cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1)
+            res = train_and_score(cfg, args.data, args.runs / f"{name}-fold{k}", tta=args.tta)
+            res["config"] = cfg.to_dict()
+            parts.append(res)
+        merged = merge_specialists(parts, list(groups.values()), scores=("no_tta", "tta") if args.tta else ("no_tta",))
+        merged.update({"steps": {n: p["steps"] for n, p in zip(groups, parts, strict=True)},
+                       "tiles": {n: p["steps"] * p["config"]["batch_size"] for n, p in zip(groups, parts, strict=True)},
+                       "machine_before": before, "machine_after": machine()})
+        results["folds"][str(k)] = merged
+        results["table"] = summary_rows(results)
+        results["fold_spread"] = fold_spread(results)
+        results["wall_seconds"] = time.perf_counter() - t0
+        results["peak_rss_mib"] = peak_rss_mib()
+        write_json(OUT, results)
+        print(f"fold {k}:", round(merged["no_tta"]["mean_dice"], 4), merged["steps"],
+              f"{merged['train_seconds'] / 60:.1f} min", flush=True)
+    results["machine_after"] = machine()
+    write_json(OUT, results)
+    print(markdown_table(pd.DataFrame(results["table"])))
+
+
+if __name__ == "__main__":
+    main()
