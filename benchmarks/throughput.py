@@ -10,12 +10,14 @@ blending) in two geometries:
 * ``native``: the model at the image's own resolution (an image at 1.0 µm/px, model at 1.0 µm/px): all
   9 MP go through the network (144 tiles).
 
-Engines: (a) a naive per-tile loop, batch 1, fp32, NCHW, ``no_grad`` (the seed's way); (b) ftuseg's torch
+Engines: (a) a naive per-tile loop, batch 1, fp32, NCHW, ``no_grad`` (the seed's way), on its own fresh copy
+of the model (the other engines convert theirs to channels_last in place); (b) ftuseg's torch
 path (``TorchTileFn``: channels_last, ``inference_mode``, batches of 8, next batch cut in a thread), also
 at batch 1 and in bf16 autocast; (c) onnxruntime on the exported model, with and without prefetching.
 Megapixels/s are of the source image. FLOPs are counted with ``torch.utils.flop_counter`` on one tile;
-the achieved fraction is achieved FLOP/s over the best large matmul of torch (MKL), numpy and
-onnxruntime (MLAS) probed during the same run (bf16 rows: torch's bf16 matmul). Training tiles/s:
+the achieved fraction is achieved FLOP/s over the large-matmul rate (2048x2048 fp32, the median of the
+probes taken before, between and after the rounds; per probe the best library of torch (MKL), numpy and
+onnxruntime (MLAS); bf16 rows: torch's bf16 matmul). Training tiles/s:
 forward + backward + AdamW on a batch of 512 px tiles in memory (compute only; data loading is
 benchmarks/tile_loading.py).
 
@@ -27,7 +29,9 @@ per-tile time (said so in the JSON) to keep the run near 8 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import statistics
 import tempfile
 import time
 import warnings
@@ -41,6 +45,7 @@ from _common import RESULTS, machine, write_json
 TILE = 512
 OVERLAP = 0.5
 BATCH = 8
+MARGIN = TILE // 4  # RunConfig.infer_margin's default, 0.25 of a tile (what it buys: benchmarks/margin.py)
 
 
 def load() -> list[float]:
@@ -57,7 +62,10 @@ def cpu_name() -> str:
     return "unknown"
 
 
-def matmul_peak(n: int = 4096, reps: int = 3) -> dict:
+PROBE_N = 2048  # matmul probe size (n x n by n x n)
+
+
+def matmul_peak(n: int = PROBE_N, reps: int = 3) -> dict:
     """Best GFLOP/s of large square matmuls: torch fp32, numpy fp32, torch bf16."""
     out = {}
     for name, dtype in (("torch_fp32", torch.float32), ("torch_bf16", torch.bfloat16)):
@@ -145,10 +153,9 @@ class CountingTileFn:
 
 
 def grid_tiles(h: int, w: int) -> int:
-    from ftuseg.inference.tiling import TileGrid, pad_to_cover
+    from ftuseg.inference.tiling import tile_count
 
-    padded, _ = pad_to_cover(np.zeros((h, w, 1), np.uint8), TILE, TILE // 4)
-    return len(TileGrid.from_overlap(padded.shape[0], padded.shape[1], TILE, OVERLAP))
+    return tile_count(h, w, TILE, OVERLAP, MARGIN)
 
 
 def run_engine(tile_fn, image: np.ndarray, pixel_size: float, target_mpp: float, batch: int, prefetch: bool,
@@ -165,7 +172,8 @@ def run_engine(tile_fn, image: np.ndarray, pixel_size: float, target_mpp: float,
         try:
             scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, target_mpp)))
             n_tiles = grid_tiles(*scaled.shape[:2])
-            prob = sliding_window_predict(counter, scaled, TILE, overlap=OVERLAP, batch_size=batch, prefetch=prefetch)
+            prob = sliding_window_predict(counter, scaled, TILE, overlap=OVERLAP, batch_size=batch, prefetch=prefetch,
+                                          margin=MARGIN)
             resize_prob(prob, (h, w))
             seconds, extrapolated = time.perf_counter() - t, False
         except CountingTileFn.Enough:
@@ -264,6 +272,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = make_config("tiled", encoder="resnet34", tile_size=TILE, overlap=OVERLAP)
     model = build_model(cfg).eval()
+    naive_model = copy.deepcopy(model)  # TorchTileFn converts ``model`` to channels_last in place
     image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     import onnxruntime
 
@@ -273,14 +282,14 @@ def main() -> None:
     flops_tile = count_flops(model)
     result["flops_per_tile"] = flops_tile
     result["gflop_per_network_megapixel"] = round(flops_tile / (TILE * TILE / 1e6) / 1e9, 2)
-    probes = [matmul_peak(2048, 3)]
+    probes = [matmul_peak(PROBE_N, 3)]
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_model_onnx(model, onnx_path)
         # name: (tile function, batch, prefetch)
         engines = {
-            "a_naive_b1_fp32": (NaiveTileFn(model), 1, False),
+            "a_naive_b1_fp32": (NaiveTileFn(naive_model), 1, False),
             "b_ftuseg_torch_fp32": (TorchTileFn(model, "cpu"), BATCH, True),
             "b_ftuseg_torch_fp32_batch1": (TorchTileFn(model, "cpu"), 1, True),
             "b_ftuseg_torch_bf16": (TorchTileFn(model, "cpu", precision="bf16"), BATCH, True),
@@ -297,7 +306,7 @@ def main() -> None:
                 if name not in hpa or r["seconds"] < hpa[name]["seconds"]:
                     hpa[name] = r
                 print(f"round {rnd} hpa_0.4um {name}: {r['seconds']} s", flush=True)
-            probes.append(matmul_peak(2048, 3))
+            probes.append(matmul_peak(PROBE_N, 3))
         # (2) native: 144 tiles per engine would take most of an hour on a loaded 2-core machine, so every
         #     engine is scaled from its best per-tile model time above (same tile size, same work per tile)
         #     plus the non-model time (resampling, tiling, blending) measured here in one whole-image run of
@@ -324,10 +333,11 @@ def main() -> None:
             "image_mp_per_s": round(args.size**2 / 1e6 / total, 4), "tiles_per_s": round(n_native / total, 3),
             "load_average": load()}
         native["non_model_seconds"] = round(overhead, 2)
-        probes.append(matmul_peak(2048, 3))
+        probes.append(matmul_peak(PROBE_N, 3))
 
-    peak = {k: max(p[k] for p in probes) for k in probes[0]}
-    result["matmul_gflops_best"] = peak
+    peak = {k: round(statistics.median(p[k] for p in probes), 1) for k in probes[0]}
+    result["matmul_probe_n"] = PROBE_N
+    result["matmul_gflops_median"] = peak
     result["matmul_gflops_probes"] = probes
     for geo in (hpa, native):
         a = geo["a_naive_b1_fp32"]["seconds"]
@@ -355,7 +365,7 @@ def main() -> None:
         "tiling, blending) measured in one whole-image run of onnxruntime (reported as *_measured_once, at the "
         "load of that moment). image_mp_per_s counts source-image megapixels. achieved_gflops = tiles x FLOPs per "
         "tile / seconds (FlopCounterMode, multiply-add = 2 FLOPs); fraction_of_matmul_peak divides it by the "
-        "best fp32 (bf16 for bf16 rows) matmul GFLOP/s of any probe in this run (torch/MKL, numpy, "
+        "median over this run's probes of the fp32 (bf16 for bf16 rows) 2048^2 matmul GFLOP/s (torch/MKL, numpy, "
         "onnxruntime/MLAS). The machine was shared with other jobs (load averages above): treat every figure "
         "as a lower bound."
     )

@@ -1,7 +1,7 @@
 """Turn a network into a tile function: batches of uint8 tiles in, probabilities out.
 
 Speed choices, measured with a ResNet34 U-Net on 512 px tiles on this project's 2-core AVX-512 CPU
-(benchmarks/results/throughput.json; profile: convolutions ~60% of the time, the unfused BatchNorm,
+(an earlier benchmarks/throughput.py run, withdrawn; profile: convolutions ~60% of the time, the unfused BatchNorm,
 ReLU, add, concat and upsampling the other ~40%): ``inference_mode``, channels_last and batches of tiles.
 On a busy machine (other processes, several Ray workers) batch 8 in channels_last ran 2.1x faster than a
 per-tile NCHW loop, whose many small parallel regions suffer most from contention; on an idle machine

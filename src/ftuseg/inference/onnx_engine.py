@@ -2,7 +2,7 @@
 
 uint8 tiles (B, T, T, 3) in, float32 probabilities (B, T, T) out. On this project's CPU onnxruntime ran a
 ResNet34 U-Net 1.5-1.7x faster than ftuseg's torch fp32 path (it fuses Conv+BatchNorm+ReLU, which eager
-torch runs as separate memory-bound passes; benchmarks/results/throughput.json) with the same numbers
+torch runs as separate memory-bound passes; an earlier benchmarks/throughput.py run) with the same numbers
 (max |logit diff| ~1e-5). ``--engine auto`` does not assume it wins: it times both on the machine
 (:mod:`ftuseg.inference.engine_choice`).
 """
