@@ -1,17 +1,26 @@
-"""Peak memory of whole-slide prediction: a 40,000 x 40,000 slide, then one of twice the area.
+"""Peak memory of whole-slide prediction: a slide, then one of twice the area.
 
-    python benchmarks/wsi_memory.py [--work DIR] [--target-mpp 8] [--keep]
+    python benchmarks/wsi_memory.py --model glomeruli-pas --size 24000   # the README's run: a shipped model
+    python benchmarks/wsi_memory.py --size 40000 --target-mpp 8          # stress run: untrained ResNet18
+
+With ``--model`` the shipped model runs exactly as a user would run it (``ftuseg predict --model NAME SLIDE
+--organ ORGAN --out-dir ...``, engine auto, its own µm/px and tiles). A model's first prediction on a machine
+exports it to ONNX and times torch against onnxruntime (torch loaded); every later one finds both in the
+user cache and runs on onnxruntime without importing torch. So the run measures, each in its own process:
+the first use (a fresh cache, on a 4,000 x 4,000 slide), then the two slides as every later run sees them.
+Without ``--model``, the stress configuration:
 
 1. Writes a synthetic pyramidal OME-TIFF (0.5 µm/px, JPEG tiles, SubIFD pyramid) tile by tile: the
    content is a function of the pixel coordinates (tissue-like pink ellipses with texture, darker
    "glomeruli", white glass around), so no level is ever held whole in memory.
-2. Makes a run folder holding an untrained ResNet18 U-Net (tiled mode, 64 px tiles).
+2. (stress run) Makes a run folder holding an untrained ResNet18 U-Net (tiled mode, 64 px tiles).
 3. Runs ``ftuseg predict RUN SLIDE --out-dir ... --formats geojson,ome-tiff,overlay`` in a child process
    and samples its resident memory (psutil, every 0.1 s) plus the kernel's ru_maxrss for the child.
 
-To fit a 2-core CPU the model looks at the slide at ``--target-mpp`` (default 8 µm/px), so the network
-computes on ~1/256 of the pixels while reading (every level-0 tile is decoded), resampling, stitching,
-the zarr store, GeoJSON and the pyramidal OME-TIFF all run at full 40k resolution.
+To fit a 2-core CPU the stress model looks at the slide at ``--target-mpp`` (default 8 µm/px), so the network
+computes on ~1/256 of the pixels while reading (the level-0 tiles of every region that holds tissue are
+decoded; glass regions are skipped), resampling, stitching, the zarr store, GeoJSON and the pyramidal
+OME-TIFF all run at full resolution.
 Results: benchmarks/results/wsi_memory.json.
 """
 
@@ -127,12 +136,12 @@ def make_run(run_dir: Path, target_mpp: float, width: int, height: int) -> float
 
 
 # ------------------------------------------------------------------------------------------------
-def measure(cmd: list[str]) -> dict:
+def measure(cmd: list[str], env: dict | None = None) -> dict:
     """Run ``cmd``; peak RSS from sampling (psutil, children included) and from the kernel."""
     import psutil
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     ps = psutil.Process(proc.pid)
     peak = 0
     samples = []
@@ -172,29 +181,50 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/ftuseg_wsi_bench", help="scratch folder (slides are ~1-2 GB)")
     ap.add_argument("--target-mpp", type=float, default=8.0)
     ap.add_argument("--size", type=int, default=40000)
+    ap.add_argument("--model", help="a shipped model (ftuseg models), run as a user would; default: the stress run")
+    ap.add_argument("--organ", default="kidney", help="the organ passed with --model")
+    ap.add_argument("--target-gib", type=float, default=1.0, help="the peak RSS the run must stay under")
+    ap.add_argument("--out", type=Path, help="results JSON (default: wsi_memory.json, or wsi_memory_stress.json)")
     ap.add_argument("--keep", action="store_true", help="keep the slides and outputs")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    run = work / "run"
-    threshold = make_run(run, args.target_mpp, args.size, args.size)
-    result = {"benchmark": "wsi_memory", "machine": machine(), "pixel_size_um": PIXEL_SIZE,
-              "network": {"model": "untrained U-Net/ResNet18", "tile_size": 64, "target_mpp": args.target_mpp,
-                          "threshold": round(threshold, 5),
-                          "threshold_rule": f"{OBJECT_QUANTILE:.0%} quantile of the untrained net's output on tissue",
-                          "note": f"the network sees the slide at {args.target_mpp} µm/px to fit a 2-core CPU; "
-                                  "reading, resampling, stitching, the zarr store and all outputs are full size"},
-              "formats": "geojson,ome-tiff,overlay", "region_size": 4096, "target_peak_gib": 2.0, "slides": []}
-    for name, (w, h) in (("40k", (args.size, args.size)), ("2x_area", (args.size, 2 * args.size))):
+    env = dict(os.environ)
+    if args.model:
+        from ftuseg.zoo.registry import model_dir
+
+        env["XDG_CACHE_HOME"] = str(work / "cache")  # first use (ONNX export, engine timing) is measured
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        cfg_text = (model_dir(args.model) / "config.yaml").read_text()
+        model_args = ["--model", args.model, "--organ", args.organ]
+        network = {"model": f"shipped {args.model}", "organ": args.organ, "config": cfg_text}
+        out_path = args.out or RESULTS / "wsi_memory.json"
+    else:
+        run = work / "run"
+        threshold = make_run(run, args.target_mpp, args.size, args.size)
+        model_args = [str(run)]
+        network = {"model": "untrained U-Net/ResNet18", "tile_size": 64, "target_mpp": args.target_mpp,
+                   "threshold": round(threshold, 5),
+                   "threshold_rule": f"{OBJECT_QUANTILE:.0%} quantile of the untrained net's output on tissue",
+                   "note": f"stress run: the network sees the slide at {args.target_mpp} µm/px to fit a 2-core CPU; "
+                           "reading, resampling, stitching, the zarr store and all outputs are full size"}
+        out_path = args.out or RESULTS / "wsi_memory_stress.json"
+    result = {"benchmark": "wsi_memory", "machine": machine(), "pixel_size_um": PIXEL_SIZE, "network": network,
+              "formats": "geojson,ome-tiff,overlay", "region_size": 4096, "target_peak_gib": args.target_gib,
+              "slides": []}
+    sizes = [(f"{args.size // 1000}k", (args.size, args.size)), ("2x_area", (args.size, 2 * args.size))]
+    if args.model:
+        sizes.insert(0, ("first_use_4k", (4000, 4000)))
+    for name, (w, h) in sizes:
         slide = work / f"slide_{name}.ome.tif"
         print(f"[wsi_memory] writing {w}x{h} slide ...", flush=True)
         desc = write_slide(slide, w, h)
         out_dir = work / f"out_{name}"
         shutil.rmtree(out_dir, ignore_errors=True)
-        cmd = [sys.executable, "-m", "ftuseg", "predict", str(run), str(slide), "--out-dir", str(out_dir),
+        cmd = [sys.executable, "-m", "ftuseg", "predict", *model_args, str(slide), "--out-dir", str(out_dir),
                "--formats", "geojson,ome-tiff,overlay", "--quiet"]
         print(f"[wsi_memory] predicting {name} ...", flush=True)
-        m = measure(cmd)
+        m = measure(cmd, env)
         import json
 
         res = json.loads((out_dir / slide.name.replace(".ome.tif", "") / "result.json").read_text())
@@ -209,10 +239,10 @@ def main() -> None:
         if not args.keep:
             slide.unlink()
             shutil.rmtree(out_dir, ignore_errors=True)
-    a, b = (s["peak_rss_gib_sampled"] for s in result["slides"])
+    a, b = (s["peak_rss_gib_sampled"] for s in result["slides"] if not s["name"].startswith("first_use"))
     result["peak_ratio_2x_over_1x"] = round(b / a, 3)
-    result["passes"] = bool(max(a, b) < 2.0 and b / a < 1.15)
-    write_json(RESULTS / "wsi_memory.json", result)
+    result["passes"] = bool(max(a, b) < args.target_gib and b / a < 1.15)
+    write_json(out_path, result)
     print(f"[wsi_memory] peaks {a:.2f} / {b:.2f} GiB (ratio {b / a:.2f}); passes={result['passes']}")
 
 
