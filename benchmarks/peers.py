@@ -135,23 +135,18 @@ def make_r34_run(root: Path) -> Path:
 
 def run_case(name: str, run_dir: Path, image: np.ndarray, pixel_size: float, organ: str | None,
              truth: np.ndarray | None, rounds: int) -> dict:
-    from ftuseg.inference.engine import TorchTileFn
+    from ftuseg.inference.engine import TorchTileFn, cpu_has_native_bf16
+    from ftuseg.inference.engine_choice import cached_record
     from ftuseg.inference.predictor import Member, Predictor
     from ftuseg.models.checkpoint import load_run_model
 
     t = time.perf_counter()
     default = Predictor.from_runs([run_dir], device="cpu", engine="auto")  # engine choice measured here
     first_use = time.perf_counter() - t
-    from ftuseg.inference.engine_choice import cache_file, engine_key
-
     cfg = default.members[0].cfg
-    import json
-
-    choice = json.loads(cache_file().read_text()).get(engine_key(cfg, False), {}) if cache_file().exists() else {}
+    choice = cached_record(cfg, cfg.tta)
     forced = {"ftuseg torch fp32": Predictor.from_runs([run_dir], device="cpu", engine="torch"),
               "ftuseg onnxruntime": Predictor.from_runs([run_dir], device="cpu", engine="onnxruntime")}
-    from ftuseg.inference.engine import cpu_has_native_bf16
-
     if cpu_has_native_bf16():
         model_bf16, _ = load_run_model(run_dir)
         forced["ftuseg torch bf16"] = Predictor([Member(TorchTileFn(model_bf16, "cpu", precision="bf16"), cfg)],

@@ -83,10 +83,15 @@ def _write_cache(path: Path, key: str, record: dict) -> None:
         pass  # a read-only home: the choice is measured again next time, nothing else changes
 
 
+def cached_record(cfg, tta: bool, cache: Path | None = None) -> dict:
+    """What an earlier timing stored for this CPU and network (``engine``, ``seconds_per_batch``), or {}."""
+    record = _read_cache(cache or cache_file()).get(engine_key(cfg, tta))
+    return record if isinstance(record, dict) else {}
+
+
 def cached_engine(cfg, tta: bool, cache: Path | None = None) -> str | None:
     """The engine measured fastest earlier for this CPU and network, or None when it was never timed."""
-    record = _read_cache(cache or cache_file()).get(engine_key(cfg, tta))
-    return record.get("engine") if isinstance(record, dict) else None
+    return cached_record(cfg, tta, cache).get("engine")
 
 
 def choose_engine(cfg, tta: bool, builders: dict[str, Callable[[], TileFn]],
@@ -95,9 +100,8 @@ def choose_engine(cfg, tta: bool, builders: dict[str, Callable[[], TileFn]],
     CPU and network; the record holds the timings and whether they came from the cache. A builder that
     fails (e.g. a model onnxruntime cannot take) drops out; the first builder is the fallback."""
     path = cache or cache_file()
-    key = engine_key(cfg, tta)
-    record = _read_cache(path).get(key)
-    if isinstance(record, dict) and record.get("engine") in builders:
+    record = cached_record(cfg, tta, path)
+    if record.get("engine") in builders:
         name = record["engine"]
         try:
             return name, builders[name](), {**record, "cached": True}
@@ -109,15 +113,15 @@ def choose_engine(cfg, tta: bool, builders: dict[str, Callable[[], TileFn]],
             built[name] = build()
         except Exception:  # noqa: BLE001 - an engine that cannot run this model is simply not a candidate
             continue
-    if not built:
-        name = next(iter(builders))
-        return name, builders[name](), {"engine": name, "cached": False, "seconds_per_batch": {}}
+    if len(built) < 2:  # nothing to compare, so nothing to remember
+        name = next(iter(built), next(iter(builders)))
+        fn = built[name] if built else builders[name]()
+        return name, fn, {"engine": name, "cached": False, "seconds_per_batch": {}}
     size = cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
     tiles = np.random.default_rng(0).integers(0, 256, (max(1, cfg.infer_batch_size), size, size, 3), dtype=np.uint8)
-    seconds = time_engines(built, tiles) if len(built) > 1 else {n: float("nan") for n in built}
-    name = min(seconds, key=lambda n: (seconds[n] if seconds[n] == seconds[n] else 0.0))
+    seconds = time_engines(built, tiles)
+    name = min(seconds, key=seconds.get)
     record = {"engine": name, "seconds_per_batch": {n: round(s, 4) for n, s in seconds.items()},
               "batch": int(tiles.shape[0]), "tile_px": int(size), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if len(built) > 1:
-        _write_cache(path, key, record)
+    _write_cache(path, engine_key(cfg, tta), record)
     return name, built[name], {**record, "cached": False}

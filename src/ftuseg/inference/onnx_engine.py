@@ -75,9 +75,7 @@ class OnnxTileFn:
         if run_dir.suffix == ".onnx":
             return cls(run_dir, tta=tta, threads=threads, device=device)
         ckpt = resolve_checkpoint(run_dir, which)
-        onnx_path = default_onnx_path(ckpt)
-        if _stale(onnx_path, ckpt) and not _stale(cache_path(ckpt), ckpt):
-            onnx_path = cache_path(ckpt)  # exported earlier from a read-only run folder
+        onnx_path = fresh_export(ckpt) or default_onnx_path(ckpt)
         if _stale(onnx_path, ckpt):
             # several processes (Ray actors) may get here at once: each writes its own temp file and renames
             # it into place, so readers only ever see a complete model
@@ -116,6 +114,14 @@ class OnnxTileFn:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function in float32 without overflow warnings (equal to torch.sigmoid to ~1e-7)."""
     return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32, copy=False)))).astype(np.float32, copy=False)
+
+
+def fresh_export(ckpt: Path) -> Path | None:
+    """An ONNX export of ``ckpt`` no older than it: beside it, else in the user cache (where exports of
+    read-only run folders go); None when there is none."""
+    from ftuseg.export import default_onnx_path
+
+    return next((p for p in (default_onnx_path(ckpt), cache_path(ckpt)) if not _stale(p, ckpt)), None)
 
 
 def _stale(onnx_path: Path, ckpt: Path) -> bool:

@@ -153,7 +153,7 @@ def onnx_member(run: Path, device: str, tta: bool | None, engine: str, which: st
 
     from ftuseg.config import load_config
     from ftuseg.inference.engine_choice import cached_engine
-    from ftuseg.inference.onnx_engine import OnnxTileFn, _stale, cache_path, default_engine
+    from ftuseg.inference.onnx_engine import OnnxTileFn, default_engine, fresh_export
     from ftuseg.models.checkpoint import expected_sha256, resolve_checkpoint, sha256_file
 
     if engine not in ("auto", "onnxruntime") or importlib.util.find_spec("onnxruntime") is None:
@@ -167,14 +167,12 @@ def onnx_member(run: Path, device: str, tta: bool | None, engine: str, which: st
     use_tta = cfg.tta if tta is None else tta
     if engine == "auto" and cached_engine(cfg, use_tta) != "onnxruntime":
         return None
-    from ftuseg.export import default_onnx_path
-
-    fresh = [p for p in (default_onnx_path(ckpt), cache_path(ckpt)) if not _stale(p, ckpt)]
-    if not fresh:
+    onnx_path = fresh_export(ckpt)
+    if onnx_path is None:
         return None
     if ckpt.suffix == ".safetensors" and sha256_file(ckpt) != expected_sha256(ckpt):
         return None  # the torch path refuses it with the full message
-    return Member(OnnxTileFn(fresh[0], tta=use_tta, device="cpu"), cfg)
+    return Member(OnnxTileFn(onnx_path, tta=use_tta, device="cpu"), cfg)
 
 
 def make_tile_fn(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, device: torch.device, tta: bool,
