@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # ONNX exports of shipped models and the measured engine choice go to the user cache: keep tests out of it
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ftuseg-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 FTU_BENCH = Path(os.environ.get("FTU_BENCH", REPO.parent / "shared" / "data" / "ftu-bench"))
