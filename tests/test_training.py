@@ -137,7 +137,8 @@ def test_tile_dataset_cache_stays_within_its_byte_budget(synth_data):
                                                  (-300, -250, 640, 0.06), (5, -7, 20, 0.03)])
 def test_window_at_tile_scale_matches_padding_at_source_scale(y0, x0, src, mask_tol):
     """Padding after resampling (cheap) gives the tile that padding first (costly) would give."""
-    from ftuseg.inference.resample import resize_image, resize_mask, window_at_tile_scale
+    from ftuseg.inference.resample import resize_image, resize_mask
+    from ftuseg.training.datasets import window_at_tile_scale
 
     h, w, tile = 200, 220, 64
     yy, xx = np.mgrid[0:h, 0:w]

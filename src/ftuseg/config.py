@@ -42,9 +42,6 @@ class RunConfig:
     target_mpp: float = field(default=1.0, metadata={"help": "resolution the network sees, µm/px (mode tiled)"})
     organ_mpp: dict[str, float] = field(default_factory=dict, metadata={
         "help": "per-organ override of target_mpp, µm/px (kidney=3.0,...)"})
-    context_factor: int = field(default=1, metadata={
-        "help": "two resolutions (mode tiled, unet): a second encoder sees the tile's surroundings, a window "
-                "this many times wider at as many times the µm/px, centred on the tile (2 or 4; 1: off)"})
     organs: list[str] = field(default_factory=list, metadata={
         "help": "organ specialist: train on and predict these organs only (empty: every organ); "
                 "folds are cut on the whole table first, so specialists of one fold hold out the same images"})
@@ -137,17 +134,7 @@ class RunConfig:
             raise FtusegError(f"config: infer_margin must be in [0, 1] (a fraction of a tile), got {self.infer_margin}")
         if self.blend not in ("gaussian", "cosine"):
             raise FtusegError(f"config: blend must be gaussian or cosine, got {self.blend!r}")
-        if self.context_factor not in (1, 2, 4):
-            raise FtusegError(f"config: context_factor must be 1 (off), 2 or 4, got {self.context_factor}")
-        if self.context_factor > 1 and (self.mode != "tiled" or self.arch.lower() != "unet"):
-            raise FtusegError(f"config: context_factor {self.context_factor} needs mode tiled and arch unet, "
-                              f"got mode {self.mode}, arch {self.arch}")
         return self
-
-    @property
-    def in_channels(self) -> int:
-        """Network input channels: RGB, plus the context window's RGB for a two-resolution model."""
-        return 6 if self.context_factor > 1 else 3
 
     def infer_margin_px(self) -> int:
         """Reflect padding around an image at inference, in network pixels."""

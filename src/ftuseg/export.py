@@ -39,7 +39,7 @@ def export_model_onnx(model: torch.nn.Module, path: str | os.PathLike, sample_si
     import torch
 
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    x = torch.rand(1, getattr(model, "in_channels", 3), sample_size, sample_size) * 255.0
+    x = torch.rand(1, 3, sample_size, sample_size) * 255.0
     axes = {0: "batch", 2: "height", 3: "width"}
 
     def save(tmp: Path) -> None:
@@ -91,8 +91,7 @@ def export_run(run_dir: str | os.PathLike, onnx_path: str | os.PathLike | None =
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise FtusegError(f"{ckpt}: ONNX export of {cfg.arch}/{cfg.encoder} failed ({msg})") from None
-    c = cfg.in_channels
-    diff = check_onnx(model, onnx_path, shapes=((2, c, size, size), (1, c, size + 32, size))) if check else None
+    diff = check_onnx(model, onnx_path, shapes=((2, 3, size, size), (1, 3, size + 32, size))) if check else None
     return ExportResult(onnx_path, ckpt, diff)
 
 

@@ -45,7 +45,6 @@ def engine_key(cfg, tta: bool) -> str:
     size = cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
     parts = [cpu, "+".join(sorted(flags)), f"threads={default_threads()}", f"torch={ver('torch')}",
              f"ort={ver('onnxruntime')}", cfg.arch, cfg.encoder, f"dw={getattr(cfg, 'decoder_width', 1.0)}",
-             f"ctx={getattr(cfg, 'context_factor', 1)}",
              f"px={size}", f"batch={cfg.infer_batch_size}", f"tta={bool(tta)}"]
     return "|".join(str(p) for p in parts)
 
@@ -119,8 +118,7 @@ def choose_engine(cfg, tta: bool, builders: dict[str, Callable[[], TileFn]],
         fn = built[name] if built else builders[name]()
         return name, fn, {"engine": name, "cached": False, "seconds_per_batch": {}}
     size = cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
-    shape = (max(1, cfg.infer_batch_size), size, size, cfg.in_channels)
-    tiles = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    tiles = np.random.default_rng(0).integers(0, 256, (max(1, cfg.infer_batch_size), size, size, 3), dtype=np.uint8)
     seconds = time_engines(built, tiles)
     name = min(seconds, key=seconds.get)
     record = {"engine": name, "seconds_per_batch": {n: round(s, 4) for n, s in seconds.items()},

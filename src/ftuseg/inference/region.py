@@ -111,15 +111,11 @@ def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | N
         return np.ascontiguousarray(full[oy : oy + oh, ox : ox + ow]), 1, 0
     if pixel_size is None:
         raise ValueError("tiled models need the image's pixel size")
-    mpp = cfg.mpp_for(organ)
-    scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, mpp)))
-    context = None
-    if cfg.context_factor > 1:  # two resolutions: the same area at context_factor times the µm/px
-        context = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, mpp * cfg.context_factor)))
+    scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, cfg.mpp_for(organ))))
     keep_fn = keep_for(scaled.shape[:2]) if keep_for is not None else None
     prob_s, total, skipped = blended_windows(member.tile_fn, scaled, cfg.tile_size, cfg.overlap,
                                              cfg.infer_batch_size, cfg.blend, margin=cfg.infer_margin_px(),
-                                             keep_fn=keep_fn, context=context)
+                                             keep_fn=keep_fn)
     if extent is not None:
         return _to_extent(prob_s, extent, out_box), total, skipped
     return _to_grid(prob_s, (h, w), out_box), total, skipped
@@ -164,10 +160,9 @@ class RegionPredictor:
         self.tissue = tissue
         self.members = predictor.members_for(organ)  # organ specialists are routed here, once per image
         self.halo = 0
-        for m in self.members:  # one network tile of context at each model's resolution (its context window's)
+        for m in self.members:  # one network tile of context at each model's resolution
             if m.cfg.mode == "tiled" and pixel_size is not None:
-                reach = m.cfg.tile_size * m.cfg.context_factor
-                self.halo = max(self.halo, math.ceil(reach / scale_factor(pixel_size, m.cfg.mpp_for(organ))))
+                self.halo = max(self.halo, math.ceil(m.cfg.tile_size / scale_factor(pixel_size, m.cfg.mpp_for(organ))))
         whole = [m for m in self.members if m.cfg.mode != "tiled"]
         self.level, self.level_downsample = self._pyramid_level(whole)
         if n_regions > 1 and whole:

@@ -7,27 +7,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ftuseg.inference.resample import resize_image, window_at_tile_scale
 from ftuseg.inference.tiling import TileGrid, blend_window, pad_to_cover
 
 # (B, T, T, 3) uint8 tiles -> (B, T, T) float32 probabilities
 TileFn = Callable[[np.ndarray], np.ndarray]
 
 
-# positions of a batch -> (B, T, T, C) channels appended to its tiles (a two-resolution model's context)
-ExtraFn = Callable[[list[tuple[int, int]]], np.ndarray]
-
-
 def iter_tile_batches(padded: np.ndarray, positions: list[tuple[int, int]], tile: int, batch_size: int,
-                      prefetch: bool, extra: ExtraFn | None = None,
-                      ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+             prefetch: bool) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
     """(positions, stacked tiles) per batch; with ``prefetch`` the next batch is cut in a thread while the
     caller runs the model on the current one (numpy copies release the GIL)."""
 
     def cut(i: int) -> tuple[list[tuple[int, int]], np.ndarray]:
         chunk = positions[i : i + batch_size]
-        tiles = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])
-        return chunk, tiles if extra is None else np.concatenate([tiles, extra(chunk)], axis=-1)
+        return chunk, np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])
 
     starts = range(0, len(positions), batch_size)
     if not prefetch or len(starts) < 2:
@@ -77,14 +70,11 @@ def blended_windows(
     margin: int | None = None,
     prefetch: bool = True,
     keep_fn: KeepFn | None = None,
-    context: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """:func:`sliding_window_predict` that can skip tiles: returns (prob, tiles in the grid, tiles skipped).
 
     ``keep_fn(positions, top, left, tile)`` returns a boolean per tile position (padded coordinates;
     the image starts at (top, left)); pixels no kept tile covers get probability 0 (background).
-    ``context``: for a two-resolution model, the same area as ``image`` at the context resolution; each tile
-    then carries the ``tile``-pixel window of it centred on the tile as channels 4-6.
     """
     h, w = image.shape[:2]
     margin = tile // 4 if margin is None else margin
@@ -96,11 +86,10 @@ def blended_windows(
         positions_kept = [p for p, k in zip(positions, keep, strict=True) if k]
     else:
         positions_kept = positions
-    extra = None if context is None else context_windows(context, (h, w), (top, left), tile)
     weight = blend_window(tile, blend)
     acc = np.zeros(padded.shape[:2], dtype=np.float32)
     wsum = np.zeros(padded.shape[:2], dtype=np.float32)
-    for chunk, batch in iter_tile_batches(padded, positions_kept, tile, max(1, int(batch_size)), prefetch, extra):
+    for chunk, batch in iter_tile_batches(padded, positions_kept, tile, max(1, int(batch_size)), prefetch):
         probs = tile_fn(batch)
         for (y, x), p in zip(chunk, probs, strict=True):
             acc[y : y + tile, x : x + tile] += p * weight
@@ -109,21 +98,3 @@ def blended_windows(
     ws = wsum[top : top + h, left : left + w]
     prob = np.divide(out, ws, out=np.zeros_like(out), where=ws > 0)
     return prob, len(positions), len(positions) - len(positions_kept)
-
-
-def context_windows(context: np.ndarray, image_hw: tuple[int, int], origin: tuple[int, int], tile: int) -> ExtraFn:
-    """The cutter of context windows: for tiles at padded positions of an ``image_hw`` image starting at
-    ``origin`` in the padding, the ``tile``-pixel windows of ``context`` (the same area, coarser) centred on
-    each tile's centre, reflect-padded where they leave it, as the training samples are."""
-    fy, fx = context.shape[0] / image_hw[0], context.shape[1] / image_hw[1]
-    top, left = origin
-
-    def cut(chunk: list[tuple[int, int]]) -> np.ndarray:
-        out = []
-        for y, x in chunk:
-            cy, cx = (y - top + tile / 2) * fy, (x - left + tile / 2) * fx
-            y0, x0 = int(round(cy - tile / 2)), int(round(cx - tile / 2))
-            out.append(window_at_tile_scale(context, y0, x0, tile, tile, resize_image))
-        return np.stack(out)
-
-    return cut

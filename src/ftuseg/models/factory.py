@@ -25,25 +25,15 @@ class FTUNet(nn.Module):
     Normalisation lives inside the module so exported models (ONNX) need no pre-processing contract.
     """
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 in_channels: int = 3):
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()
         self.net = net
-        self.in_channels = int(in_channels)
-        # every RGB triple of the input (the tile; a two-resolution model's context window) is normalised alike
-        reps = self.in_channels // 3
-        self.register_buffer("mean", torch.tensor(mean).repeat(reps).view(1, -1, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(std).repeat(reps).view(1, -1, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
 
     @property
     def encoder(self) -> nn.Module:
         return self.net.encoder
-
-    @property
-    def encoders(self) -> list[nn.Module]:
-        """Every encoder that pretrained weights initialise (a two-resolution model has two)."""
-        ctx = getattr(self.net, "context_encoder", None)
-        return [self.net.encoder] if ctx is None else [self.net.encoder, ctx]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
@@ -91,20 +81,11 @@ def build_model(cfg: RunConfig, load_weights: bool = True) -> FTUNet:
         if "encoder" in str(exc).lower() or "timm" in str(exc).lower() or "not found" in str(exc).lower():
             raise FtusegError(f"unknown encoder {cfg.encoder!r} ({str(exc).splitlines()[0]})") from None
         raise
-    if cfg.context_factor > 1:
-        from ftuseg.models.context import ContextUnet
-
-        context_encoder = smp.encoders.get_encoder(cfg.encoder, in_channels=3, depth=5, weights=None)
-        if hub:
-            context_encoder.load_state_dict(net.encoder.state_dict())
-        net = ContextUnet(net, context_encoder, cfg.context_factor)
-    mean_std = (spec.mean, spec.std) if spec is not None else (IMAGENET_MEAN, IMAGENET_STD)
-    model = FTUNet(net, *mean_std, in_channels=cfg.in_channels)
-    for encoder in model.encoders:
-        if weights and spec is not None:
-            load_pretrained_encoder(encoder, spec.name)
-        elif weights and not hub:
-            load_encoder_weights(encoder, weights)
+    model = FTUNet(net, spec.mean, spec.std) if spec is not None else FTUNet(net)
+    if weights and spec is not None:
+        load_pretrained_encoder(model.encoder, spec.name)
+    elif weights and not hub:
+        load_encoder_weights(model, weights)
     return model
 
 
@@ -127,10 +108,9 @@ def _is_ignorable(key: str) -> bool:
     return key.endswith("num_batches_tracked") or key.startswith(_HEAD_PREFIXES)
 
 
-def load_encoder_weights(model: FTUNet | nn.Module, path: str | os.PathLike) -> tuple[int, int]:
+def load_encoder_weights(model: FTUNet, path: str | os.PathLike) -> tuple[int, int]:
     """Load a local torchvision/timm classification checkpoint (or an smp encoder state_dict) into the
-    encoder of ``model`` (or into ``model`` itself when it is an encoder). Classifier heads are dropped;
-    returns (matched, total encoder tensors).
+    encoder. Classifier heads are dropped; returns (matched, total encoder tensors).
 
     Fails clearly on a checkpoint of another backbone: tensors with the right name but another shape,
     most encoder tensors left unmatched, or many checkpoint tensors with no place in the encoder (a
@@ -151,7 +131,7 @@ def load_encoder_weights(model: FTUNet | nn.Module, path: str | os.PathLike) -> 
     encoder_only = {k: v for k, v in state.items() if re.match(r"^(module\.)?(net\.)?encoder\.", k)}
     if encoder_only:
         state = encoder_only
-    enc = model.encoder if isinstance(model, FTUNet) else model
+    enc = model.encoder
     target = enc.state_dict()
     matched: dict[str, torch.Tensor] = {}
     wrong_shape: list[str] = []

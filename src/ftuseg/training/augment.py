@@ -1,7 +1,7 @@
 """Batched tensor augmentation (no per-sample Python loops over pixels).
 
-Images are float tensors in [0, 255], shape (B, 3, H, W) (B, 6, H, W for a two-resolution model: tile
-and context window); masks (B, 1, H, W). Geometry is applied to both, colour only to the image.
+Images are float tensors in [0, 255], shape (B, 3, H, W); masks (B, 1, H, W). Geometry is applied to
+both, colour only to the image.
 """
 
 from __future__ import annotations
@@ -87,13 +87,7 @@ def augment_batch(
         return x, y
     if kind == "flips":
         return random_flips(x, y, gen)
-    x, y = random_d4(x, y, gen)  # flips and quarter turns keep a concentric context window concentric
-    if x.shape[1] == 6:
-        # a two-resolution sample: tile and context window are one piece of tissue, so they get the same
-        # colour change (side by side as one image, then split again)
-        w = x.shape[-1]
-        both = colour_jitter(hed_jitter(torch.cat([x[:, :3], x[:, 3:]], dim=-1), gen), gen)
-        return torch.cat([both[..., :w], both[..., w:]], dim=1), y
+    x, y = random_d4(x, y, gen)
     x = hed_jitter(x, gen)
     x = colour_jitter(x, gen)
     return x, y

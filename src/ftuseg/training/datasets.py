@@ -10,6 +10,7 @@ reads the weight from the second channel.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ftuseg.config import RunConfig
-from ftuseg.inference.resample import resize_image, resize_mask, scale_factor, window_at_tile_scale
+from ftuseg.inference.resample import resize_image, resize_mask, scale_factor
 from ftuseg.io.dataset import read_row_image, read_row_truth
 
 
@@ -72,11 +73,9 @@ class TileDataset(Dataset):
 
     Each item picks an image (uniformly), a centre (an FTU pixel with probability ``fg_fraction``,
     otherwise a tissue pixel), a scale (target µm/px with ``scale_jitter``), then reads only the source
-    window that maps onto the tile and resamples it. A two-resolution model (``context_factor`` k > 1) also
-    gets the concentric window k times wider, resampled to the same tile size, as channels 4-6.
-    Decoded images are kept in a small per-worker LRU cache, never the whole data set. On a partially
-    annotated image (ROI annotations) centres are drawn inside the ROIs only, and the target carries the
-    ROI as its loss weight.
+    window that maps onto the tile and resamples it. Decoded images are kept in a small per-worker LRU
+    cache, never the whole data set. On a partially annotated image (ROI annotations) centres are drawn
+    inside the ROIs only, and the target carries the ROI as its loss weight.
     """
 
     def __init__(self, table: pd.DataFrame, cfg: RunConfig, length: int, seed: int = 0, cache_mib: float = 1024):
@@ -157,13 +156,40 @@ class TileDataset(Dataset):
         y0, x0 = int(cy) - src // 2, int(cx) - src // 2
         crop_img = window_at_tile_scale(img, y0, x0, src, tile, resize_image)
         crop_mask = window_at_tile_scale(mask, y0, x0, src, tile, resize_mask)
-        k = self.cfg.context_factor
-        if k > 1:  # two resolutions: the concentric window k times wider, at k times the µm/px
-            ctx = window_at_tile_scale(img, y0 + src // 2 - (src * k) // 2, x0 + src // 2 - (src * k) // 2,
-                                       src * k, tile, resize_image)
-            crop_img = np.concatenate([crop_img, ctx], axis=-1)
         if not self.weighted:
             return _to_tensors(crop_img, crop_mask)
         weight = np.ones_like(crop_mask) if roi is None else window_at_tile_scale(
             roi.astype(np.uint8), y0, x0, src, tile, resize_mask)
         return _to_tensors(crop_img, crop_mask, weight)
+
+
+def window_at_tile_scale(
+    arr: np.ndarray, y0: int, x0: int, src: int, tile: int, resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+) -> np.ndarray:
+    """The ``src x src`` window at (y0, x0) resampled to ``tile x tile``, reflect-padded where it leaves ``arr``.
+
+    Only the part inside ``arr`` is resampled, and the padding is added at tile scale: at coarse µm/px the
+    window is many times the tile (1536 source px for a 256 px tile at 6 µm/px), and padding it at source
+    scale first would cost more than the whole rest of the sample.
+    """
+    h, w = arr.shape[:2]
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(h, y0 + src), min(w, x0 + src)
+    scale = tile / src
+    # where the inside part lands in the tile (rounded; at least one tile pixel)
+    ty0, tx0 = int(round((ys - y0) * scale)), int(round((xs - x0) * scale))
+    ty1 = min(tile, max(ty0 + 1, int(round((ye - y0) * scale))))
+    tx1 = min(tile, max(tx0 + 1, int(round((xe - x0) * scale))))
+    ty0, tx0 = min(ty0, ty1 - 1), min(tx0, tx1 - 1)
+    inner = resize(arr[ys:ye, xs:xe], (ty1 - ty0, tx1 - tx0))
+    if (ty0, tx0, ty1, tx1) == (0, 0, tile, tile):
+        return inner
+    return _pad_reflect(inner, ty0, tile - ty1, tx0, tile - tx1)
+
+
+def _pad_reflect(arr: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    pads = [(top, bottom), (left, right)] + [(0, 0)] * (arr.ndim - 2)
+    small = min(arr.shape[:2])
+    mode = "reflect" if small > 1 and max(top, bottom, left, right) < small else "symmetric"
+    return np.pad(arr, pads, mode=mode)
+

@@ -212,8 +212,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         if last.exists():
             state = load_checkpoint(last)
             saved = RunConfig(**state["config"]).validate()
-            if (saved.arch, saved.encoder, saved.mode, saved.context_factor) != (
-                    cfg.arch, cfg.encoder, cfg.mode, cfg.context_factor):
+            if (saved.arch, saved.encoder, saved.mode) != (cfg.arch, cfg.encoder, cfg.mode):
                 raise FtusegError(f"{last}: cannot resume a {saved.arch}/{saved.encoder} run as "
                                   f"{cfg.arch}/{cfg.encoder}")
     table, train_idx, heldout_idx = split_table(cfg, data_dir)

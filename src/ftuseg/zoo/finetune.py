@@ -20,7 +20,7 @@ from ftuseg.errors import FtusegError
 
 # what a fine-tuned run keeps from its source unless told otherwise: the network and what it was trained to see
 INHERITED = ("arch", "encoder", "encoder_weights", "decoder_width", "mode", "image_size", "tile_size", "target_mpp",
-             "organ_mpp", "organs", "context_factor")
+             "organ_mpp", "organs")
 
 
 def resolve_source(init_from: str | os.PathLike) -> Path:
@@ -71,15 +71,10 @@ def finetune_config(init_from: str, preset: str | None = None, yaml_path: str | 
 
 
 def check_same_network(cfg: RunConfig, src: RunConfig, init_from: str | os.PathLike) -> None:
-    if (cfg.arch, cfg.encoder, cfg.context_factor) != (src.arch, src.encoder, src.context_factor):
-        raise FtusegError(f"--init-from {init_from}: it is a {_network(src)} network and this run builds "
-                          f"{_network(cfg)}; the architecture must match (leave out --arch/--encoder/--context-factor "
-                          "to keep the source's)")
-
-
-def _network(cfg: RunConfig) -> str:
-    name = f"{cfg.arch}/{cfg.encoder}"
-    return name if cfg.context_factor == 1 else f"{name} with x{cfg.context_factor} context"
+    if (cfg.arch, cfg.encoder) != (src.arch, src.encoder):
+        raise FtusegError(f"--init-from {init_from}: it is a {src.arch}/{src.encoder} network and this run builds "
+                          f"{cfg.arch}/{cfg.encoder}; the architecture must match (leave out --arch/--encoder to "
+                          "keep the source's)")
 
 
 def init_model_from(model: torch.nn.Module, cfg: RunConfig) -> int:

@@ -106,7 +106,7 @@ def _fp16_difference(fp32_model: torch.nn.Module, folder: Path, tile: int) -> tu
     and the share of pixels whose 0.5-threshold decision differs."""
     zoo_model, _ = load_run_model(folder)
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(2, getattr(fp32_model, "in_channels", 3), tile, tile, generator=gen) * 255.0
+    x = torch.rand(2, 3, tile, tile, generator=gen) * 255.0
     with torch.inference_mode():
         a = torch.sigmoid(fp32_model.float().eval()(x))
         b = torch.sigmoid(zoo_model(x))
