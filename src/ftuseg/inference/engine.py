@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ftuseg.inference.sliding_window import TileFn
+from ftuseg.inference.sliding_window import TTA_FLIPS, TileFn
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -26,9 +26,6 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
-
-# Flip TTA: each entry flips the spatial dims listed; flips are their own inverse.
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

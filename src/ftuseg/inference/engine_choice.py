@@ -42,11 +42,15 @@ def engine_key(cfg, tta: bool) -> str:
             return "none"
 
     cpu, flags = cpu_model_and_flags()
-    size = cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
     parts = [cpu, "+".join(sorted(flags)), f"threads={default_threads()}", f"torch={ver('torch')}",
-             f"ort={ver('onnxruntime')}", cfg.arch, cfg.encoder, f"dw={getattr(cfg, 'decoder_width', 1.0)}",
-             f"px={size}", f"batch={cfg.infer_batch_size}", f"tta={bool(tta)}"]
+             f"ort={ver('onnxruntime')}", cfg.arch, cfg.encoder, f"dw={cfg.decoder_width}",
+             f"px={input_px(cfg)}", f"batch={cfg.infer_batch_size}", f"tta={bool(tta)}"]
     return "|".join(str(p) for p in parts)
+
+
+def input_px(cfg) -> int:
+    """Side of the network's input: a tile (tiled runs) or the resized whole image (the seed)."""
+    return cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
 
 
 def time_engines(engines: dict[str, TileFn], tiles: np.ndarray, calls: int = 3) -> dict[str, float]:
@@ -117,7 +121,7 @@ def choose_engine(cfg, tta: bool, builders: dict[str, Callable[[], TileFn]],
         name = next(iter(built), next(iter(builders)))
         fn = built[name] if built else builders[name]()
         return name, fn, {"engine": name, "cached": False, "seconds_per_batch": {}}
-    size = cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
+    size = input_px(cfg)
     tiles = np.random.default_rng(0).integers(0, 256, (max(1, cfg.infer_batch_size), size, size, 3), dtype=np.uint8)
     seconds = time_engines(built, tiles)
     name = min(seconds, key=seconds.get)

@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ftuseg.errors import FtusegError
-
-# the flips of ftuseg.inference.engine.TTA_FLIPS (kept here so this module runs without importing torch)
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+from ftuseg.inference.sliding_window import TTA_FLIPS
 
 ONNX_DIMS = {(): (), (-1,): (2,), (-2,): (1,), (-2, -1): (1, 2)}  # TTA flips in NHWC numpy axes
 

@@ -142,10 +142,7 @@ def _to_grid(prob_s: np.ndarray, box_hw: tuple[int, int], out_box: Box) -> np.nd
     if (ox, oy, ow, oh) == (0, 0, bw, bh) or prob_s.shape[0] > bh or prob_s.shape[1] > bw:
         full = resize_prob(prob_s, (bh, bw))
         return np.ascontiguousarray(full[oy : oy + oh, ox : ox + ow])
-    fx, fy = prob_s.shape[1] / bw, prob_s.shape[0] / bh
-    m = np.array([[fx, 0, (ox + 0.5) * fx - 0.5], [0, fy, (oy + 0.5) * fy - 0.5]], dtype=np.float64)
-    return cv2.warpAffine(prob_s, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return _to_extent(prob_s, (0, 0, bw, bh), out_box)
 
 
 class RegionPredictor:

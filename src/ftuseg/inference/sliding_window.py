@@ -12,6 +12,10 @@ from ftuseg.inference.tiling import TileGrid, blend_window, pad_to_cover
 # (B, T, T, 3) uint8 tiles -> (B, T, T) float32 probabilities
 TileFn = Callable[[np.ndarray], np.ndarray]
 
+# Flip TTA of a tile function (torch and onnxruntime engines alike): each entry flips the spatial dims
+# listed, counted from the end of (B, C, H, W); flips are their own inverse.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
 
 def iter_tile_batches(padded: np.ndarray, positions: list[tuple[int, int]], tile: int, batch_size: int,
              prefetch: bool) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:

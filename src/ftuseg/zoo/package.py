@@ -100,10 +100,10 @@ def _stain_for(organs: tuple[str, ...], stain: str | None, run_dir: Path) -> str
 
 
 def _fp16_difference(fp32_model: torch.nn.Module, folder: Path, tile: int) -> tuple[float, float]:
-    import torch
-
     """Max |probability| difference between the fp32 run and the packaged fp16 model on a fixed random input,
     and the share of pixels whose 0.5-threshold decision differs."""
+    import torch
+
     zoo_model, _ = load_run_model(folder)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, tile, tile, generator=gen) * 255.0
