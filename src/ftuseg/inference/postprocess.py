@@ -35,6 +35,12 @@ class Thresholds:
         o = self.organs.get(str(organ), {}) if organ is not None else {}
         return float(o.get("fill_holes_um2", self.fill_holes_um2))
 
+    def binarize(self, prob: np.ndarray, organ: str | None, pixel_size: float | None) -> np.ndarray:
+        """The mask these settings make of ``prob`` for an image of ``organ`` at ``pixel_size`` µm/px."""
+        threshold, area = self.for_organ(organ)
+        return binarize(prob, threshold, min_area_pixels(area, pixel_size),
+                        hole_area_pixels(self.holes_for(organ), pixel_size))
+
     def save(self, path: str | os.PathLike) -> None:
         from ftuseg.io.atomic import atomic_write
 

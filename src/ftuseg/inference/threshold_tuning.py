@@ -73,12 +73,26 @@ def tune_thresholds(
     table = table[table["id"].astype(str).isin(probs)]
     if table.empty:
         raise FtusegError(f"{data_dir}: none of the out-of-fold ids are in train.csv")
+    result, report = tune_on_probs(probs, table, source="oof")
+    if save:
+        for run in run_dirs:
+            result.save(Path(run) / "thresholds.json")
+    return result, report
+
+
+def tune_on_probs(
+    probs: dict[str, np.ndarray], table: pd.DataFrame, source: str = "probs",
+) -> tuple[Thresholds, pd.DataFrame]:
+    """:func:`tune_thresholds` on probabilities in memory (uint8 in 1/255 steps, or floats in [0, 1]) for the
+    rows of ``table``: e.g. a fold run's inner selection split, which the reported fold never sees."""
     items = []
     for _, row in table.iterrows():
         shape = expected_shape(row)
         p = probs[str(row["id"])]
+        if p.dtype != np.uint8:
+            p = np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
         if p.shape != shape:
-            raise FtusegError(f"oof/{row['id']}.npz: shape {p.shape} differs from the image {shape}")
+            raise FtusegError(f"{source}/{row['id']}: shape {p.shape} differs from the image {shape}")
         truth, roi = read_row_truth(row, shape)
         items.append((row, p, truth, roi))
     curves = np.stack([dice_curve(*inside_roi(p, t, roi)) for _, p, t, roi in items])  # (images, thresholds)
@@ -114,7 +128,4 @@ def tune_thresholds(
         result.organs[organ] = {"threshold": thr, "min_area_um2": area, "fill_holes_um2": holes}
         report.append({"organ": organ, "n_images": int(sel.sum()), "dice_at_0.5": float(curves[sel, default_i].mean()),
                        "threshold": thr, "min_area_um2": area, "fill_holes_um2": holes, "dice_tuned": tuned})
-    if save:
-        for run in run_dirs:
-            result.save(Path(run) / "thresholds.json")
     return result, pd.DataFrame(report)
