@@ -44,25 +44,53 @@ def summarise(per_image: pd.DataFrame) -> dict:
     return dice_breakdown(per_image)
 
 
-def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: bool = False) -> dict:
-    """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold."""
+def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: bool = False,
+                    tune_post: bool = False) -> dict:
+    """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold.
+
+    With ``tune_post`` each scoring (``no_tta``, ``tta``) also gets a ``<name>_tuned`` twin: the same held-out
+    probabilities through per-organ threshold, minimum area and hole filling tuned on the run's inner
+    selection split (part of its training folds, never the reported one) with the same TTA setting."""
+    from dataclasses import asdict
+
     from ftuseg.inference.engine import TorchTileFn
+    from ftuseg.inference.threshold_tuning import tune_on_probs
+    from ftuseg.io.dataset import read_row_truth
+    from ftuseg.metrics import roi_dice
     from ftuseg.models.checkpoint import load_run_model
-    from ftuseg.training.trainer import evaluate_images, split_table, train
+    from ftuseg.training.trainer import evaluate_images, selection_split, split_table, train
 
     t0 = time.perf_counter()
     res = train(cfg, data, run_dir, resume=resume, progress=True, save_oof_probs=False)
     train_s = time.perf_counter() - t0
-    table, _, val_idx = split_table(cfg, data)
+    table, train_idx, val_idx = split_table(cfg, data)
+    select_idx = selection_split(cfg, table, train_idx)[1] if tune_post else np.arange(0)
+    if tune_post and len(select_idx) == 0:
+        raise SystemExit(f"{run_dir}: no inner selection split to tune post-processing on")
     model, run_cfg = load_run_model(run_dir, "best")
     out = {"preset": cfg.preset, "train_seconds": train_s, "epochs": res.epochs, "steps": res.steps, "lr": res.lr,
            "history": res.history}
+    heldout = table.iloc[val_idx]
     for name, use_tta in (("no_tta", False), ("tta", True)) if tta else (("no_tta", False),):
+        tile_fn = TorchTileFn(model, "cpu", tta=use_tta)
         t1 = time.perf_counter()
-        scores, _ = evaluate_images(TorchTileFn(model, "cpu", tta=use_tta), run_cfg, table.iloc[val_idx], progress=True)
+        scores, probs = evaluate_images(tile_fn, run_cfg, heldout, progress=True, keep_proba=tune_post)
         out[name] = summarise(scores)
         out[name]["predict_seconds"] = time.perf_counter() - t1
         out[name]["per_image"] = scores.to_dict("records")
+        if tune_post:
+            select = table.iloc[select_idx]
+            _, select_probs = evaluate_images(tile_fn, run_cfg, select, keep_proba=True)
+            thresholds, report = tune_on_probs(select_probs, select, source="selection split")
+            tuned = []
+            for rec, (_, row) in zip(out[name]["per_image"], heldout.iterrows(), strict=True):
+                prob = probs[str(row["id"])]
+                truth, roi = read_row_truth(row, prob.shape)
+                mask = thresholds.binarize(prob, row.get("organ"), float(row["pixel_size"]))
+                tuned.append({**rec, "dice": roi_dice(mask, truth, roi)})
+            out[f"{name}_tuned"] = {**summarise(pd.DataFrame(tuned)), "per_image": tuned,
+                                    "predict_seconds": out[name]["predict_seconds"], "thresholds": asdict(thresholds),
+                                    "tuning": report.to_dict("records"), "tuned_on": select["id"].tolist()}
     return out
 
 

@@ -8,7 +8,7 @@ per-fold spread is given; fold 4 is locked: nothing is chosen on it, it is train
 reported beside the pooled figure. Writes benchmarks/results/recipe_folds.json after every fold (a killed
 run resumes with --resume, skipping the folds already in the JSON).
 
-    python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4   # the README's run
+    python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post   # the README's run
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.
@@ -31,14 +31,15 @@ LOCKED_FOLD = 4
 OUT = RESULTS / "recipe_folds.json"
 # issue 11's targets for the pooled folds (mean Dice per data source), written beside the figures
 TARGETS = {"HuBMAP": 0.88, "GlaS": 0.90, "AIDPATH": 0.70, "RINGS": 0.88}
+SUFFIX = {"no_tta": "", "tta": " + TTA", "no_tta_tuned": " + tuned post", "tta_tuned": " + TTA + tuned post"}
 
 
 def summary_rows(results: dict) -> list[dict]:
     """Pooled folds 0-3 and locked fold 4 rows (with and without TTA), per organ and data source."""
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
-    for tta in ("no_tta", "tta") if results["tta"] else ("no_tta",):
-        suffix = " + TTA" if tta == "tta" else ""
+    for tta in score_names(results["tta"], results.get("tune_post", False)):
+        suffix = SUFFIX[tta]
         if pooled:
             recs = [r for k in pooled for r in results["folds"][k][tta]["per_image"]]
             rows.append(pooled_row(f"pooled folds {','.join(sorted(pooled))}{suffix}", recs))
@@ -46,6 +47,11 @@ def summary_rows(results: dict) -> list[dict]:
             locked = results["folds"][str(LOCKED_FOLD)][tta]["per_image"]
             rows.append(pooled_row(f"locked fold {LOCKED_FOLD}{suffix}", locked))
     return rows
+
+
+def score_names(tta: bool, tune_post: bool) -> tuple[str, ...]:
+    names = ("no_tta", "tta") if tta else ("no_tta",)
+    return names + tuple(f"{n}_tuned" for n in names) if tune_post else names
 
 
 def fold_spread(results: dict) -> dict:
@@ -69,6 +75,9 @@ def main() -> None:
     ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
     ap.add_argument("--runs", type=Path, default=RESULTS / "runs" / "recipe_folds")
     ap.add_argument("--tta", action="store_true", help="also score with flip TTA (4x the prediction time)")
+    ap.add_argument("--tune-post", action="store_true",
+                    help="also score with per-organ threshold, min area and hole filling tuned on each run's inner "
+                         "selection split (the recipe's post-processing step, never fitted on the reported fold)")
     ap.add_argument("--resume", action="store_true", help="keep the folds already in recipe_folds.json")
     args = ap.parse_args()
     if not (args.data / "train.csv").exists():
@@ -83,11 +92,13 @@ def main() -> None:
         raise SystemExit(f"--shares must name every family of the data: {', '.join(groups)}")
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
-                     "families": groups, "locked_fold": LOCKED_FOLD, "tta": args.tta, "targets": TARGETS, "folds": {},
+                     "families": groups, "locked_fold": LOCKED_FOLD, "tta": args.tta, "tune_post": args.tune_post,
+                     "targets": TARGETS, "folds": {},
                      "machine_before": machine()}
     if args.resume and OUT.exists():
         old = json.loads(OUT.read_text())
-        if (old["budget_minutes_per_fold"], old["shares"], old["tta"]) != (args.minutes, shares, args.tta):
+        if ((old["budget_minutes_per_fold"], old["shares"], old["tta"], old.get("tune_post", False))
+                != (args.minutes, shares, args.tta, args.tune_post)):
             raise SystemExit("--resume: recipe_folds.json was run with another budget or shares")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
@@ -97,10 +108,11 @@ def main() -> None:
         parts, before = [], machine()
         for name, organs in groups.items():
             cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1)
-            res = train_and_score(cfg, args.data, args.runs / f"{name}-fold{k}", tta=args.tta)
+            res = train_and_score(cfg, args.data, args.runs / f"{name}-fold{k}", tta=args.tta,
+                                  tune_post=args.tune_post)
             res["config"] = cfg.to_dict()
             parts.append(res)
-        merged = merge_specialists(parts, list(groups.values()), scores=("no_tta", "tta") if args.tta else ("no_tta",))
+        merged = merge_specialists(parts, list(groups.values()), scores=score_names(args.tta, args.tune_post))
         merged.update({"steps": {n: p["steps"] for n, p in zip(groups, parts, strict=True)},
                        "tiles": {n: p["steps"] * p["config"]["batch_size"] for n, p in zip(groups, parts, strict=True)},
                        "machine_before": before, "machine_after": machine()})
