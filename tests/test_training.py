@@ -172,6 +172,24 @@ def test_train_autocast_follows_device_and_cpu_bf16_support(monkeypatch):
     assert T.train_autocast(cfg, cpu) == (False, torch.float32)
 
 
+# oneDNN and ATen limited to AVX2 by environment: torch takes the code paths of an AVX2-only CPU (no AVX-512,
+# no native bf16); `make test-avx2` runs the whole suite so
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="not an x86-64 CPU")
+def test_an_avx2_only_cpu_trains_in_fp32():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from ftuseg.config import make_config; from ftuseg.training.trainer import train_autocast;"
+            "cpu = torch.device('cpu');"
+            "print(torch.backends.cpu.get_cpu_capability(), *train_autocast(make_config('tiled'), cpu))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_ONLY}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["AVX2", "False", "torch.float32"]
+
 def test_lr_range_test_under_bf16_autocast_keeps_fp32_weights(synth_data):
     from ftuseg.models.factory import build_model
     from ftuseg.training.losses import BCEDiceLoss
