@@ -55,8 +55,6 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: b
 
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.threshold_tuning import tune_on_probs
-    from ftuseg.io.dataset import read_row_truth
-    from ftuseg.metrics import roi_dice
     from ftuseg.models.checkpoint import load_run_model
     from ftuseg.training.trainer import evaluate_images, selection_split, split_table, train
 
@@ -82,15 +80,27 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: b
             select = table.iloc[select_idx]
             _, select_probs = evaluate_images(tile_fn, run_cfg, select, keep_proba=True)
             thresholds, report = tune_on_probs(select_probs, select, source="selection split")
-            tuned = []
-            for rec, (_, row) in zip(out[name]["per_image"], heldout.iterrows(), strict=True):
-                prob = probs[str(row["id"])]
-                truth, roi = read_row_truth(row, prob.shape)
-                mask = thresholds.binarize(prob, row.get("organ"), float(row["pixel_size"]))
-                tuned.append({**rec, "dice": roi_dice(mask, truth, roi)})
+            tuned = rescore(thresholds, heldout, probs, out[name]["per_image"])
             out[f"{name}_tuned"] = {**summarise(pd.DataFrame(tuned)), "per_image": tuned,
                                     "predict_seconds": out[name]["predict_seconds"], "thresholds": asdict(thresholds),
                                     "tuning": report.to_dict("records"), "tuned_on": select["id"].tolist()}
+    return out
+
+
+def rescore(thresholds, rows: pd.DataFrame, probs: dict[str, np.ndarray], records: list[dict]) -> list[dict]:
+    """``records`` (one per row of ``rows``, in order) with the Dice of ``probs`` (float, or uint8 in 1/255
+    steps) through ``thresholds``: each organ's threshold, minimum area and hole filling."""
+    from ftuseg.io.dataset import read_row_truth
+    from ftuseg.metrics import roi_dice
+
+    out = []
+    for rec, (_, row) in zip(records, rows.iterrows(), strict=True):
+        prob = probs[str(row["id"])]
+        if prob.dtype == np.uint8:
+            prob = prob.astype(np.float32) / 255
+        truth, roi = read_row_truth(row, prob.shape)
+        mask = thresholds.binarize(prob, row.get("organ"), float(row["pixel_size"]))
+        out.append({**rec, "dice": roi_dice(mask, truth, roi)})
     return out
 
 

@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from accuracy import pooled_row
+from recipe_folds import LOCKED_FOLD
 
-from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, write_json
+from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, rescore, write_json
 
-LOCKED_FOLD = 4
 OUT = RESULTS / "recipe_oof_tuning.json"
+SCORINGS = (("no_tta", False), ("tta", True))
 
 
-def predict_heldout(run_dir: Path, data: Path, tta: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
-    """A fold run's held-out rows, their probabilities (uint8, 1/255 steps) and per-image Dice at 0.5."""
+def predict_heldout(run_dir: Path, data: Path) -> tuple[pd.DataFrame, dict[str, tuple[dict, dict]]]:
+    """A fold run's held-out rows and, per scoring (no TTA, TTA), their probabilities (uint8, 1/255 steps)
+    by id and their per-image Dice records at threshold 0.5 by id."""
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.models.checkpoint import load_run_model
     from ftuseg.training.trainer import evaluate_images, split_table
@@ -39,9 +41,12 @@ def predict_heldout(run_dir: Path, data: Path, tta: bool) -> tuple[pd.DataFrame,
     model, cfg = load_run_model(run_dir, "best")
     table, _, val_idx = split_table(cfg, data)
     heldout = table.iloc[val_idx]
-    scores, probs = evaluate_images(TorchTileFn(model, "cpu", tta=tta), cfg, heldout, keep_proba=True)
-    u8 = {k: np.clip(np.rint(p * 255), 0, 255).astype(np.uint8) for k, p in probs.items()}
-    return heldout, u8, {str(r["id"]): r for r in scores.to_dict("records")}
+    out = {}
+    for name, tta in SCORINGS:
+        scores, probs = evaluate_images(TorchTileFn(model, "cpu", tta=tta), cfg, heldout, keep_proba=True)
+        u8 = {k: np.clip(np.rint(p * 255), 0, 255).astype(np.uint8) for k, p in probs.items()}
+        out[name] = (u8, {str(r["id"]): r for r in scores.to_dict("records")})
+    return heldout, out
 
 
 def main() -> None:
@@ -52,8 +57,6 @@ def main() -> None:
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
     from ftuseg.inference.threshold_tuning import tune_on_probs
-    from ftuseg.io.dataset import read_row_truth
-    from ftuseg.metrics import roi_dice
 
     runs = sorted(p for p in args.runs.glob("*-fold*") if (p / "best.pt").exists())
     folds = sorted({int(p.name.rsplit("fold", 1)[1]) for p in runs})
@@ -62,31 +65,21 @@ def main() -> None:
     t0, before = time.perf_counter(), machine()
     results: dict = {"benchmark": "recipe_oof_tuning", "runs": str(args.runs), "folds": folds,
                      "locked_fold": LOCKED_FOLD, "machine_before": before, "scores": {}}
-    for tta in (False, True):
-        name = "tta" if tta else "no_tta"
-        rows, probs, raw, fold_of = [], {}, {}, {}
-        for run in runs:
-            k = int(run.name.rsplit("fold", 1)[1])
-            heldout, p, scores = predict_heldout(run, args.data, tta)
-            rows.append(heldout)
-            probs.update(p)
-            raw.update(scores)
-            fold_of.update({i: k for i in p})
-        table = pd.concat(rows, ignore_index=True)
-        ids = table["id"].astype(str).to_numpy()
+    predicted = [(int(run.name.rsplit("fold", 1)[1]), *predict_heldout(run, args.data)) for run in runs]
+    table = pd.concat([rows.assign(fold=k) for k, rows, _ in predicted], ignore_index=True)
+    for name, _ in SCORINGS:
+        probs = {i: p for _, _, by_name in predicted for i, p in by_name[name][0].items()}
+        raw = {i: {**r, "fold": k} for k, _, by_name in predicted for i, r in by_name[name][1].items()}
         tuned_recs, settings = [], {}
         for k in folds:
             # pooled folds: tuned on the other pooled folds; the locked fold: on all of folds 0-3
             source = [f for f in folds if f != k and f != LOCKED_FOLD]
-            tune_rows = table[np.isin([fold_of[i] for i in ids], source)]
+            tune_rows = table[table["fold"].isin(source)]
             thresholds, _ = tune_on_probs({i: probs[i] for i in tune_rows["id"].astype(str)}, tune_rows)
             settings[str(k)] = {"tuned_on_folds": source, **asdict(thresholds)}
-            for _, row in table[[fold_of[i] == k for i in ids]].iterrows():
-                prob = probs[str(row["id"])]
-                truth, roi = read_row_truth(row, prob.shape)
-                mask = thresholds.binarize(prob.astype(np.float32) / 255, row.get("organ"), float(row["pixel_size"]))
-                tuned_recs.append({**raw[str(row["id"])], "fold": k, "dice": roi_dice(mask, truth, roi)})
-        untuned = [{**raw[i], "fold": fold_of[i]} for i in ids]
+            rows = table[table["fold"] == k]
+            tuned_recs += rescore(thresholds, rows, probs, [raw[i] for i in rows["id"].astype(str)])
+        untuned = [raw[i] for i in table["id"].astype(str)]
         table_rows = []
         for label, recs in (("threshold 0.5", untuned), ("tuned on other folds' OOF", tuned_recs)):
             pooled = [r for r in recs if r["fold"] != LOCKED_FOLD]

@@ -18,7 +18,7 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def iter_tile_batches(padded: np.ndarray, positions: list[tuple[int, int]], tile: int, batch_size: int,
-             prefetch: bool) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+                      prefetch: bool) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
     """(positions, stacked tiles) per batch; with ``prefetch`` the next batch is cut in a thread while the
     caller runs the model on the current one (numpy copies release the GIL)."""
 
