@@ -95,6 +95,14 @@ def test_torch_tile_fn_channels_last_batching_matches_plain_forward(tiny_model):
         for axes in ((), (2,), (1,), (1, 2))]
     np.testing.assert_allclose(tta, np.mean(manual, axis=0), atol=1e-4)
     assert np.abs(tta - out).max() > 1e-3  # TTA really changed something
+    # D4 TTA = the mean over the four flips of the tile and of its transpose, each mapped back
+    d4 = TorchTileFn(copy.deepcopy(tiny_model), "cpu", tta="d4")(tiles)
+    transposed = np.ascontiguousarray(tiles.transpose(0, 2, 1, 3))
+    tta_t = TorchTileFn(copy.deepcopy(tiny_model), "cpu", tta="flip")(transposed).transpose(0, 2, 1)
+    np.testing.assert_allclose(d4, (tta + tta_t) / 2, atol=1e-4)
+    assert np.abs(d4 - tta).max() > 1e-3
+    with pytest.raises(ValueError, match="none, flip or d4"):
+        TorchTileFn(copy.deepcopy(tiny_model), "cpu", tta="rot")
 
 
 def test_precision_choice():

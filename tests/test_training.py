@@ -61,6 +61,38 @@ def test_train_writes_run_and_resumes(synth_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_ema_weights_are_the_moving_average_and_load_beside_the_raw_ones(synth_data, tmp_path):
+
+    from ftuseg.training.trainer import weight_ema
+
+    # the average itself: after a copy at the first update, each update moves it (1 - decay) towards the model
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    ema = weight_ema(net, 0.9)
+    w0 = net[0].weight.detach().clone()
+    ema.update_parameters(net)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.fill_(2.0)
+    ema.update_parameters(net)
+    torch.testing.assert_close(ema.module[0].weight, w0 + 0.1)
+    torch.testing.assert_close(ema.module[1].running_mean, torch.full((2,), 0.2))
+    assert weight_ema(net, 0.0) is None
+
+    run = tmp_path / "run"
+    train(tiny_config(epochs=2, ema_decay=0.9), synth_data, run, progress=False)
+    for which in ("best", "last"):
+        raw, _ = load_run_model(run, which)
+        avg, _ = load_run_model(run, which, weights="ema")
+        diff = max((a - b).abs().max().item() for a, b in zip(raw.state_dict().values(), avg.state_dict().values(),
+                                                               strict=True) if a.is_floating_point())
+        assert diff > 0, which  # the average is not the last weights
+    plain = tmp_path / "plain"
+    train(tiny_config(epochs=1), synth_data, plain, progress=False)
+    with pytest.raises(FtusegError, match="no 'ema' weights"):
+        load_run_model(plain, "last", weights="ema")
+
+
+@pytest.mark.slow
 def test_lr_auto_runs_range_test(synth_data, tmp_path):
     res = train(tiny_config(lr="auto", epochs=3), synth_data, tmp_path / "r", progress=False, max_steps=1)
     assert res.epochs == 1 and res.steps == 1  # stopped by max_steps inside the first epoch

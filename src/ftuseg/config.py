@@ -59,6 +59,9 @@ class RunConfig:
     lr: float | str = field(default="auto", metadata={
         "help": "peak learning rate of the one-cycle schedule, or auto for the LR range test's suggestion"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    ema_decay: float = field(default=0.0, metadata={
+        "help": "also keep an exponential moving average of the weights (and BatchNorm statistics) with this "
+                "decay per step, saved as 'ema' in the checkpoints beside the raw weights, 0-1 (0: off)"})
     max_minutes: float | None = field(default=None, metadata={
         "help": "wall-clock training budget, minutes; the one-cycle schedule follows it (none: no budget)"})
     val_fraction: float = field(default=0.2, metadata={
@@ -115,6 +118,8 @@ class RunConfig:
                     raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
         if not 0 < self.decoder_width <= 4:
             raise FtusegError(f"config: decoder_width must be in (0, 4], got {self.decoder_width}")
+        if not 0 <= self.ema_decay < 1:
+            raise FtusegError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.select_fraction < 1:
             raise FtusegError(f"config: select_fraction must be in [0, 1), got {self.select_fraction}")
         if self.fold is not None and not 0 <= self.fold < self.n_folds:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ftuseg.inference.sliding_window import TTA_FLIPS, TileFn
+from ftuseg.inference.sliding_window import TTA_D4, TTA_FLIPS, TileFn
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -58,16 +58,28 @@ def autocast_dtype(device: torch.device, precision: str = "auto", amp: bool = Tr
     return None  # auto on CPU, fp16 on CPU (slow there), other devices
 
 
-class TorchTileFn:
-    """Runs an ``FTUNet`` on tile batches with ``inference_mode``, channels_last and optional flip TTA."""
+def tta_transforms(tta: bool | str) -> tuple[tuple[bool, tuple[int, ...]], ...]:
+    """(transpose, flip dims) per TTA pass: False/"none" one pass, True/"flip" the 4 flips, "d4" all 8."""
+    if tta in (False, "none"):
+        return ((False, ()),)
+    if tta in (True, "flip"):
+        return tuple((False, dims) for dims in TTA_FLIPS)
+    if tta == "d4":
+        return TTA_D4
+    raise ValueError(f"tta must be none, flip or d4, got {tta!r}")
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", tta: bool = False,
+
+class TorchTileFn:
+    """Runs an ``FTUNet`` on tile batches with ``inference_mode``, channels_last and optional TTA
+    (``tta``: True or "flip" for 4 flips, "d4" for the 8 flips and transposes of a square tile)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", tta: bool | str = False,
                  amp: bool = True, precision: str = "auto", compile: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.channels_last = True
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.flips = TTA_FLIPS if tta else ((),)
+        self.transforms = tta_transforms(tta)
         self.dtype = autocast_dtype(self.device, precision, amp)
         self.amp = self.dtype is not None
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
@@ -79,12 +91,14 @@ class TorchTileFn:
         x = x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
         acc = None
         with torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.amp):
-            for dims in self.flips:
-                xi = x.flip(dims) if dims else x
+            for transpose, dims in self.transforms:
+                xi = x.transpose(-2, -1).contiguous(memory_format=torch.channels_last) if transpose else x
+                xi = xi.flip(dims) if dims else xi
                 p = torch.sigmoid(self.forward(xi).float())
                 p = p.flip(dims) if dims else p
+                p = p.transpose(-2, -1) if transpose else p
                 acc = p if acc is None else acc + p
-        out = (acc / len(self.flips))[:, 0]
+        out = (acc / len(self.transforms))[:, 0]
         return out.cpu().numpy().astype(np.float32, copy=False)
 
 

@@ -15,6 +15,9 @@ TileFn = Callable[[np.ndarray], np.ndarray]
 # Flip TTA of a tile function (torch and onnxruntime engines alike): each entry flips the spatial dims
 # listed, counted from the end of (B, C, H, W); flips are their own inverse.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+# Dihedral (D4) TTA: the four flips, each with and without swapping H and W (on square tiles these are the
+# eight rotations and reflections); an entry is (transpose, flip dims), undone as flip, then transpose.
+TTA_D4: tuple[tuple[bool, tuple[int, ...]], ...] = tuple((t, dims) for t in (False, True) for dims in TTA_FLIPS)
 
 
 def iter_tile_batches(padded: np.ndarray, positions: list[tuple[int, int]], tile: int, batch_size: int,

@@ -141,8 +141,12 @@ def resolve_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
     raise FtusegError(f"{run_dir}: no checkpoint (best.pt, last.pt or {SAFETENSORS_NAME}) in the run folder")
 
 
-def load_run_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.nn.Module, RunConfig]:
-    """Rebuild the model of a run folder (or a checkpoint file) with its weights; eval mode, CPU."""
+def load_run_model(run_dir: str | os.PathLike, which: str = "best",
+                   weights: str = "model") -> tuple[torch.nn.Module, RunConfig]:
+    """Rebuild the model of a run folder (or a checkpoint file) with its weights; eval mode, CPU.
+
+    ``weights``: ``model`` (the trained weights) or ``ema`` (their moving average, in runs trained with
+    ``ema_decay``)."""
     from ftuseg.models.factory import build_model
 
     ckpt_path = resolve_checkpoint(run_dir, which)
@@ -158,6 +162,10 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[tor
             raise FtusegError(f"{ckpt_path}: config stored in the checkpoint is not valid ({exc})") from None
     else:
         raise FtusegError(f"{ckpt_path}: no config.yaml beside it and no config inside it")
+    if weights not in payload:
+        raise FtusegError(f"{ckpt_path}: no '{weights}' weights in this checkpoint"
+                          + (" (train with ema_decay > 0 to keep a moving average)" if weights == "ema" else ""))
+    payload = {**payload, "model": payload[weights]}
     model = build_model(cfg, load_weights=False)
     problem = _state_dict_mismatch(model.state_dict(), payload["model"])
     if problem:

@@ -134,6 +134,21 @@ def write_run_info(run_dir: Path, cfg: RunConfig, n_train: int, n_select: int, n
         json.dump(info, fh, indent=2, default=float)
 
 
+def weight_ema(model: torch.nn.Module, decay: float, state: dict | None = None):
+    """An exponential moving average of ``model``'s weights and buffers (BatchNorm statistics), updated after
+    every optimiser step, or None when ``decay`` is 0. Checkpoints carry it as ``ema`` beside the raw
+    weights; selection and the reported model stay the raw weights unless a caller loads ``ema``."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state is not None:
+        ema.module.load_state_dict(state)
+        ema.n_averaged.fill_(1)  # resumed: keep averaging from the saved average, not restart from a copy
+    return ema
+
+
 def _write_log(path: Path, history: list[dict]) -> None:
     with atomic_write(path) as fh:
         w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
@@ -267,6 +282,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             model, device_ids=[device.index] if device.type == "cuda" else None, **D.no_forward_buffer_sync(),
         )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    ema = weight_ema(core, cfg.ema_decay, state.get("ema") if state else None)
     if state is not None and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
     loss_fn = BCEDiceLoss()
@@ -338,6 +354,8 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(core)
             step += 1
             seen += x.shape[0]
             losses.append(float(loss.detach()))
@@ -364,13 +382,15 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             improved = val_dice is not None and (best is None or val_dice > best)
             if improved:
                 best = val_dice
+            ema_state = {"ema": ema.module.state_dict()} if ema is not None else {}
             extra = dict(optimizer=opt.state_dict(), epoch=epoch, step=step, lr=lr, best_dice=best,
-                         elapsed=elapsed(), history=history)
+                         elapsed=elapsed(), history=history, **ema_state)
             save_checkpoint(run_dir / "last.pt", core, cfg, **extra)
             # a fresh run writes best.pt at its first epoch: one left in the folder by an earlier run must
             # not survive as this run's "best" until its first validation
             if improved or (len(val_table) == 0) or not best_written:
-                save_checkpoint(run_dir / "best.pt", core, cfg, epoch=epoch, step=step, lr=lr, best_dice=best)
+                save_checkpoint(run_dir / "best.pt", core, cfg, epoch=epoch, step=step, lr=lr, best_dice=best,
+                                **ema_state)
                 best_written = True
             _write_log(run_dir / "metrics.csv", history)
             if progress:
