@@ -45,8 +45,11 @@ def summarise(per_image: pd.DataFrame) -> dict:
 
 
 def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: bool = False,
-                    tune_post: bool = False) -> dict:
+                    tune_post: bool = False, variants: tuple[tuple[str, str, str, bool | str], ...] = ()) -> dict:
     """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold.
+
+    ``variants`` are further scorings of the same run, each ``(name, checkpoint, weights, tta)``: e.g.
+    ``("last_ema", "last", "ema", False)`` scores the moving-average weights of the last checkpoint.
 
     With ``tune_post`` each scoring (``no_tta``, ``tta``) also gets a ``<name>_tuned`` twin: the same held-out
     probabilities through per-organ threshold, minimum area and hole filling tuned on the run's inner
@@ -84,6 +87,12 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: b
             out[f"{name}_tuned"] = {**summarise(pd.DataFrame(tuned)), "per_image": tuned,
                                     "predict_seconds": out[name]["predict_seconds"], "thresholds": asdict(thresholds),
                                     "tuning": report.to_dict("records"), "tuned_on": select["id"].tolist()}
+    for name, which, weights, use_tta in variants:
+        variant, _ = load_run_model(run_dir, which, weights=weights)
+        t1 = time.perf_counter()
+        scores, _ = evaluate_images(TorchTileFn(variant, "cpu", tta=use_tta), run_cfg, heldout, progress=True)
+        out[name] = {**summarise(scores), "predict_seconds": time.perf_counter() - t1,
+                     "checkpoint": which, "weights": weights, "tta": use_tta, "per_image": scores.to_dict("records")}
     return out
 
 

@@ -31,14 +31,20 @@ LOCKED_FOLD = 4
 OUT = RESULTS / "recipe_folds.json"
 # issue 11's targets for the pooled folds (mean Dice per data source), written beside the figures
 TARGETS = {"HuBMAP": 0.88, "GlaS": 0.90, "AIDPATH": 0.70, "RINGS": 0.88}
-SUFFIX = {"no_tta": "", "tta": " + TTA", "no_tta_tuned": " + tuned post", "tta_tuned": " + TTA + tuned post"}
+SUFFIX = {"no_tta": "", "tta": " + TTA", "no_tta_tuned": " + tuned post", "tta_tuned": " + TTA + tuned post",
+          "tta_d4": " + D4 TTA", "best_ema": " (EMA weights)", "last": " (last checkpoint)",
+          "last_ema": " (last checkpoint, EMA weights)"}
+# further scorings of the same runs: (name, checkpoint, weights, TTA)
+D4_VARIANTS = (("tta_d4", "best", "model", "d4"),)
+EMA_VARIANTS = (("best_ema", "best", "ema", False), ("last", "last", "model", False),
+                ("last_ema", "last", "ema", False))
 
 
 def summary_rows(results: dict) -> list[dict]:
     """Pooled folds 0-3 and locked fold 4 rows (with and without TTA), per organ and data source."""
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
-    for tta in score_names(results["tta"], results.get("tune_post", False)):
+    for tta in score_names(results["tta"], results.get("tune_post", False), variant_names(results)):
         suffix = SUFFIX[tta]
         if pooled:
             recs = [r for k in pooled for r in results["folds"][k][tta]["per_image"]]
@@ -49,9 +55,17 @@ def summary_rows(results: dict) -> list[dict]:
     return rows
 
 
-def score_names(tta: bool, tune_post: bool) -> tuple[str, ...]:
+def score_names(tta: bool, tune_post: bool, variants: tuple[str, ...] = ()) -> tuple[str, ...]:
     names = ("no_tta", "tta") if tta else ("no_tta",)
-    return names + tuple(f"{n}_tuned" for n in names) if tune_post else names
+    return (names + tuple(f"{n}_tuned" for n in names) if tune_post else names) + tuple(variants)
+
+
+def variants(d4: bool, ema: float) -> tuple[tuple[str, str, str, bool | str], ...]:
+    return (D4_VARIANTS if d4 else ()) + (EMA_VARIANTS if ema > 0 else ())
+
+
+def variant_names(results: dict) -> tuple[str, ...]:
+    return tuple(v[0] for v in variants(results.get("d4", False), results.get("ema_decay", 0.0)))
 
 
 def fold_spread(results: dict) -> dict:
@@ -78,7 +92,12 @@ def main() -> None:
     ap.add_argument("--tune-post", action="store_true",
                     help="also score with per-organ threshold, min area and hole filling tuned on each run's inner "
                          "selection split (the recipe's post-processing step, never fitted on the reported fold)")
-    ap.add_argument("--resume", action="store_true", help="keep the folds already in recipe_folds.json")
+    ap.add_argument("--d4", action="store_true", help="also score with dihedral TTA (8 flips and transposes)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="train with a moving average of the weights of this decay; also score its weights and "
+                         "the last checkpoint's (raw and averaged) beside the best raw checkpoint")
+    ap.add_argument("--out", type=Path, default=OUT, help="results JSON")
+    ap.add_argument("--resume", action="store_true", help="keep the folds already in the results JSON")
     args = ap.parse_args()
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
@@ -93,13 +112,14 @@ def main() -> None:
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
                      "families": groups, "locked_fold": LOCKED_FOLD, "tta": args.tta, "tune_post": args.tune_post,
-                     "targets": TARGETS, "folds": {},
+                     "d4": args.d4, "ema_decay": args.ema, "targets": TARGETS, "folds": {},
                      "machine_before": machine()}
-    if args.resume and OUT.exists():
-        old = json.loads(OUT.read_text())
-        if ((old["budget_minutes_per_fold"], old["shares"], old["tta"], old.get("tune_post", False))
-                != (args.minutes, shares, args.tta, args.tune_post)):
-            raise SystemExit("--resume: recipe_folds.json was run with another budget or shares")
+    if args.resume and args.out.exists():
+        old = json.loads(args.out.read_text())
+        if ((old["budget_minutes_per_fold"], old["shares"], old["tta"], old.get("tune_post", False),
+             old.get("d4", False), old.get("ema_decay", 0.0))
+                != (args.minutes, shares, args.tta, args.tune_post, args.d4, args.ema)):
+            raise SystemExit(f"--resume: {args.out} was run with other settings")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
     for k in folds:
@@ -107,12 +127,14 @@ def main() -> None:
             continue
         parts, before = [], machine()
         for name, organs in groups.items():
-            cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1)
+            cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1,
+                                ema_decay=args.ema)
             res = train_and_score(cfg, args.data, args.runs / f"{name}-fold{k}", tta=args.tta,
-                                  tune_post=args.tune_post)
+                                  tune_post=args.tune_post, variants=variants(args.d4, args.ema))
             res["config"] = cfg.to_dict()
             parts.append(res)
-        merged = merge_specialists(parts, list(groups.values()), scores=score_names(args.tta, args.tune_post))
+        merged = merge_specialists(parts, list(groups.values()),
+                                   scores=score_names(args.tta, args.tune_post, variant_names(results)))
         merged.update({"steps": {n: p["steps"] for n, p in zip(groups, parts, strict=True)},
                        "tiles": {n: p["steps"] * p["config"]["batch_size"] for n, p in zip(groups, parts, strict=True)},
                        "machine_before": before, "machine_after": machine()})
@@ -121,11 +143,11 @@ def main() -> None:
         results["fold_spread"] = fold_spread(results)
         results["wall_seconds"] = time.perf_counter() - t0
         results["peak_rss_mib"] = peak_rss_mib()
-        write_json(OUT, results)
+        write_json(args.out, results)
         print(f"fold {k}:", round(merged["no_tta"]["mean_dice"], 4), merged["steps"],
               f"{merged['train_seconds'] / 60:.1f} min", flush=True)
     results["machine_after"] = machine()
-    write_json(OUT, results)
+    write_json(args.out, results)
     print(markdown_table(pd.DataFrame(results["table"])))
 
 
