@@ -20,10 +20,28 @@ def test_yaml_then_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(image_size=500), dict(mode="x"), dict(overlap=1.0), dict(lr="fast"),
-                                 dict(target_mpp=0), dict(fold=9)])
+                                 dict(target_mpp=0), dict(fold=9), dict(tta="rot90"), dict(ema_decay=1.0)])
 def test_invalid_values_are_rejected(bad):
     with pytest.raises(FtusegError):
         make_config("seed-512", **bad)
+
+
+def test_tta_takes_flip_d4_or_none_from_yaml_and_flags(tmp_path):
+    from ftuseg.cli import build_parser
+
+    assert make_config("tiled", tta="d4").tta == "d4"
+    assert make_config("tiled", tta="flip").tta is True and make_config("tiled", tta="none").tta is False
+    (tmp_path / "c.yaml").write_text("tta: d4\n")
+    cfg = make_config("tiled", tmp_path / "c.yaml")
+    cfg.save(tmp_path / "saved.yaml")
+    assert cfg.tta == "d4" and load_config(tmp_path / "saved.yaml").tta == "d4"
+    parse = build_parser().parse_args
+    assert parse(["train", "data", "--out", "r", "--tta", "d4"]).cfg_tta == "d4"
+    assert parse(["train", "data", "--out", "r", "--tta"]).cfg_tta is True
+    assert parse(["train", "data", "--out", "r", "--no-tta"]).cfg_tta is False
+    assert parse(["predict", "r", "data", "--out", "s.csv", "--tta", "d4"]).tta == "d4"
+    with pytest.raises(SystemExit):
+        parse(["predict", "r", "data", "--out", "s.csv", "--tta", "rot90"])
 
 
 def test_unknown_field_and_preset(tmp_path):

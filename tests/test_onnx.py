@@ -63,6 +63,9 @@ def test_onnx_tile_fn_matches_torch_tile_fn_and_exports_on_demand(exported):
     a, b = onnx_fn(tiles), torch_fn(tiles)
     assert a.shape == b.shape == (3, 64, 64) and a.dtype == np.float32
     assert np.abs(a - b).max() < 1e-4
+    d4 = OnnxTileFn.for_run(run, tta="d4")(tiles)
+    assert np.abs(d4 - TorchTileFn(model, "cpu", tta="d4")(tiles)).max() < 1e-4
+    assert np.abs(d4 - a).max() > 1e-3  # the transposed passes changed something
     # a newer checkpoint makes the exported file stale: it is exported again
     mtime = (run / "model.onnx").stat().st_mtime_ns
     (run / "best.pt").touch()

@@ -91,7 +91,9 @@ class RunConfig:
     infer_margin: float = field(default=0.25, metadata={
         "help": "context reflect-padded around an image at inference, fraction of a tile (0: the minimal grid)"})
     infer_batch_size: int = field(default=8, metadata={"help": "tiles per batch at inference"})
-    tta: bool = field(default=False, metadata={"help": "flip test-time augmentation at inference (4 flips)"})
+    tta: bool | str = field(default=False, metadata={
+        "help": "test-time augmentation at inference: false, true (flip: the 4 flips) or d4 (the 4 flips of the "
+                "tile and of its transpose: 8 passes)"})
     threshold: float = field(default=0.5, metadata={"help": "probability above which a pixel is FTU, 0-1"})
     min_area_um2: float = field(default=0.0, metadata={"help": "objects smaller than this are dropped, µm²"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu or cuda[:N]"})
@@ -118,6 +120,12 @@ class RunConfig:
                     raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
         if not 0 < self.decoder_width <= 4:
             raise FtusegError(f"config: decoder_width must be in (0, 4], got {self.decoder_width}")
+        from ftuseg.inference.sliding_window import parse_tta
+
+        try:
+            self.tta = parse_tta(self.tta)
+        except ValueError as exc:
+            raise FtusegError(f"config: {exc}") from None
         if not 0 <= self.ema_decay < 1:
             raise FtusegError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.select_fraction < 1:

@@ -65,6 +65,9 @@ def add_config_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("preset
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         kw: dict = {"dest": f"cfg_{f.name}", "default": None, "metavar": f.name.upper()}
+        if f.name == "tta":
+            add_tta_flags(g, dest=kw["dest"], help=config_field_help(f))
+            continue
         if hint is bool:
             kw.pop("metavar")
             kw["action"] = argparse.BooleanOptionalAction
@@ -85,6 +88,13 @@ def add_config_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("preset
         else:
             kw["type"] = str
         g.add_argument(flag, help=config_field_help(f), **kw)
+
+
+def add_tta_flags(p, dest: str = "tta", help: str = "test-time augmentation") -> None:
+    """``--tta`` (the 4 flips), ``--tta d4`` (8 passes: flips of the tile and of its transpose), ``--no-tta``."""
+    p.add_argument("--no-tta", dest=dest, action="store_const", const=False, help="no test-time augmentation")
+    p.add_argument("--tta", dest=dest, nargs="?", const=True, default=None, choices=(True, "flip", "d4"),
+                   metavar="{flip,d4}", help=help)
 
 
 def config_field_help(f: dataclasses.Field) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftuseg.cli._common import add_common, info
+from ftuseg.cli._common import add_common, add_tta_flags, info
 
 FORMAT_HELP = "comma list of rle,png,ome-tiff,geojson,prob,overlay (default: geojson,ome-tiff,overlay)"
 
@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tissue-detection", action="store_true", help="predict background tiles too")
     p.add_argument("--region-size", type=int, default=4096, help="level-0 pixels per streamed region")
     p.add_argument("--split", choices=("train", "test"), help="default: test if present, else train")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip test-time augmentation")
+    add_tta_flags(p, help="test-time augmentation: --tta the 4 flips (4x the time), --tta d4 the flips of the tile "
+                          "and of its transpose (8x); default: each run's own setting")
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="inference engine; auto: torch on GPU; on CPU whichever of torch and onnxruntime "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ftuseg.inference.sliding_window import TTA_D4, TTA_FLIPS, TileFn
+from ftuseg.inference.sliding_window import TileFn, tta_transforms
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -58,17 +58,6 @@ def autocast_dtype(device: torch.device, precision: str = "auto", amp: bool = Tr
     return None  # auto on CPU, fp16 on CPU (slow there), other devices
 
 
-def tta_transforms(tta: bool | str) -> tuple[tuple[bool, tuple[int, ...]], ...]:
-    """(transpose, flip dims) per TTA pass: False/"none" one pass, True/"flip" the 4 flips, "d4" all 8."""
-    if tta in (False, "none"):
-        return ((False, ()),)
-    if tta in (True, "flip"):
-        return tuple((False, dims) for dims in TTA_FLIPS)
-    if tta == "d4":
-        return TTA_D4
-    raise ValueError(f"tta must be none, flip or d4, got {tta!r}")
-
-
 class TorchTileFn:
     """Runs an ``FTUNet`` on tile batches with ``inference_mode``, channels_last and optional TTA
     (``tta``: True or "flip" for 4 flips, "d4" for the 8 flips and transposes of a square tile)."""
@@ -102,5 +91,5 @@ class TorchTileFn:
         return out.cpu().numpy().astype(np.float32, copy=False)
 
 
-def as_tile_fn(model: torch.nn.Module, device: torch.device | str = "cpu", tta: bool = False) -> TileFn:
+def as_tile_fn(model: torch.nn.Module, device: torch.device | str = "cpu", tta: bool | str = False) -> TileFn:
     return TorchTileFn(model, device=device, tta=tta)

@@ -28,7 +28,7 @@ def cache_file() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftuseg" / CACHE_FILE
 
 
-def engine_key(cfg, tta: bool) -> str:
+def engine_key(cfg, tta: bool | str) -> str:
     """What the winner depends on: CPU, threads, library versions and the network's shape (not its weights).
     Computed without importing torch, so that a later run can find its answer and stay torch-free."""
     from importlib.metadata import PackageNotFoundError, version
@@ -44,7 +44,7 @@ def engine_key(cfg, tta: bool) -> str:
     cpu, flags = cpu_model_and_flags()
     parts = [cpu, "+".join(sorted(flags)), f"threads={default_threads()}", f"torch={ver('torch')}",
              f"ort={ver('onnxruntime')}", cfg.arch, cfg.encoder, f"dw={cfg.decoder_width}",
-             f"px={input_px(cfg)}", f"batch={cfg.infer_batch_size}", f"tta={bool(tta)}"]
+             f"px={input_px(cfg)}", f"batch={cfg.infer_batch_size}", f"tta={tta if tta == 'd4' else bool(tta)}"]
     return "|".join(str(p) for p in parts)
 
 
@@ -87,18 +87,18 @@ def _write_cache(path: Path, key: str, record: dict) -> None:
         pass  # a read-only home: the choice is measured again next time, nothing else changes
 
 
-def cached_record(cfg, tta: bool, cache: Path | None = None) -> dict:
+def cached_record(cfg, tta: bool | str, cache: Path | None = None) -> dict:
     """What an earlier timing stored for this CPU and network (``engine``, ``seconds_per_batch``), or {}."""
     record = _read_cache(cache or cache_file()).get(engine_key(cfg, tta))
     return record if isinstance(record, dict) else {}
 
 
-def cached_engine(cfg, tta: bool, cache: Path | None = None) -> str | None:
+def cached_engine(cfg, tta: bool | str, cache: Path | None = None) -> str | None:
     """The engine measured fastest earlier for this CPU and network, or None when it was never timed."""
     return cached_record(cfg, tta, cache).get("engine")
 
 
-def choose_engine(cfg, tta: bool, builders: dict[str, Callable[[], TileFn]],
+def choose_engine(cfg, tta: bool | str, builders: dict[str, Callable[[], TileFn]],
                   cache: Path | None = None) -> tuple[str, TileFn, dict]:
     """(name, tile function, record) of the fastest engine among ``builders`` (name -> constructor) for this
     CPU and network; the record holds the timings and whether they came from the cache. A builder that

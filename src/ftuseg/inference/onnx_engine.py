@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ftuseg.errors import FtusegError
-from ftuseg.inference.sliding_window import TTA_FLIPS
+from ftuseg.inference.sliding_window import tta_transforms
 
 ONNX_DIMS = {(): (), (-1,): (2,), (-2,): (1,), (-2, -1): (1, 2)}  # TTA flips in NHWC numpy axes
 
@@ -31,7 +31,7 @@ class OnnxTileFn:
 
     A batch larger than ``max_run_pixels`` is run in consecutive chunks (same result, bounded memory)."""
 
-    def __init__(self, onnx_path: str | os.PathLike, tta: bool = False, threads: int | None = None,
+    def __init__(self, onnx_path: str | os.PathLike, tta: bool | str = False, threads: int | None = None,
                  device: str = "cpu", max_run_pixels: int | None = MAX_RUN_PIXELS):
         try:
             import onnxruntime as ort
@@ -56,11 +56,11 @@ class OnnxTileFn:
             msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise FtusegError(f"{self.path}: cannot load ONNX model ({msg})") from None
         self.input_name = self.session.get_inputs()[0].name
-        self.flips = TTA_FLIPS if tta else ((),)
+        self.transforms = tta_transforms(tta)
         self.max_run_pixels = max_run_pixels
 
     @classmethod
-    def for_run(cls, run_dir: str | os.PathLike, tta: bool = False, which: str = "best",
+    def for_run(cls, run_dir: str | os.PathLike, tta: bool | str = False, which: str = "best",
                 threads: int | None = None, device: str = "cpu") -> OnnxTileFn:
         """The run's ``model.onnx``, exported on demand (atomically) when missing or older than the checkpoint.
 
@@ -96,16 +96,19 @@ class OnnxTileFn:
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         acc = None
-        for dims in self.flips:
+        for transpose, dims in self.transforms:
             axes = ONNX_DIMS[dims]
-            t = np.flip(tiles, axis=axes) if axes else tiles
+            t = tiles.transpose(0, 2, 1, 3) if transpose else tiles
+            t = np.flip(t, axis=axes) if axes else t
             x = np.ascontiguousarray(t.transpose(0, 3, 1, 2), dtype=np.float32)
             logits = self._logits(x)[:, 0]
             p = sigmoid(logits)
             if axes:
                 p = np.flip(p, axis=axes)
+            if transpose:
+                p = p.transpose(0, 2, 1)
             acc = p if acc is None else acc + p
-        out = acc / len(self.flips) if len(self.flips) > 1 else acc
+        out = acc / len(self.transforms) if len(self.transforms) > 1 else acc
         return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -87,7 +87,7 @@ class Predictor:
         cls,
         run_dirs: Sequence[str | os.PathLike],
         device: str = "auto",
-        tta: bool | None = None,
+        tta: bool | str | None = None,
         which: str = "best",
         engine: str = "torch",
         allow_unknown_organ: bool = False,
@@ -144,7 +144,7 @@ class Predictor:
         return self.predict_image(image, pixel_size, organ)[0]
 
 
-def onnx_member(run: Path, device: str, tta: bool | None, engine: str, which: str = "best") -> Member | None:
+def onnx_member(run: Path, device: str, tta: bool | str | None, engine: str, which: str = "best") -> Member | None:
     """The run as an onnxruntime member without importing torch, when nothing needs torch: a CPU, an up-to-date
     ONNX export of the checkpoint, and ``--engine onnxruntime`` or an earlier measurement that picked it for
     ``auto``. None otherwise (the caller loads the model with torch). A shipped model's weights are still
@@ -175,7 +175,7 @@ def onnx_member(run: Path, device: str, tta: bool | None, engine: str, which: st
     return Member(OnnxTileFn(onnx_path, tta=use_tta, device="cpu"), cfg)
 
 
-def make_tile_fn(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, device: torch.device, tta: bool,
+def make_tile_fn(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, device: torch.device, tta: bool | str,
                  engine: str = "torch", which: str = "best") -> TileFn:
     """The engine that runs ``model`` on tiles: ``torch``, ``onnxruntime`` or ``auto``.
 

@@ -33,7 +33,7 @@ class ModelSpec:
 
     run_dirs: list[str] = field(default_factory=list)
     device: str = "auto"
-    tta: bool | None = None  # None: each run's own config
+    tta: bool | str | None = None  # None: each run's own config; False, True (4 flips) or "d4"
     which: str = "best"  # checkpoint: best or last
     engine: str = "torch"  # torch, onnxruntime or auto
     threshold: float | None = None  # one threshold for every organ (clears tuned per-organ values)
@@ -41,6 +41,13 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         self.run_dirs = [str(r) for r in self.run_dirs]
+        if self.tta is not None:
+            from ftuseg.inference.sliding_window import parse_tta
+
+            try:
+                self.tta = parse_tta(self.tta)
+            except ValueError as exc:
+                raise FtusegError(str(exc)) from None
 
     def load(self, device: str | None = None) -> Predictor:
         from ftuseg.inference.predictor import Predictor, override_threshold

@@ -18,6 +18,31 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 # Dihedral (D4) TTA: the four flips, each with and without swapping H and W (on square tiles these are the
 # eight rotations and reflections); an entry is (transpose, flip dims), undone as flip, then transpose.
 TTA_D4: tuple[tuple[bool, tuple[int, ...]], ...] = tuple((t, dims) for t in (False, True) for dims in TTA_FLIPS)
+TTA_CHOICES = ("none", "flip", "d4")
+
+
+def parse_tta(value: bool | str | None) -> bool | str:
+    """A TTA setting as the engines take it: False (none), True (the 4 flips) or "d4" (8 passes).
+
+    Accepts those, their names (none, flip, d4) and YAML/CLI spellings of booleans."""
+    if isinstance(value, bool):
+        return value
+    name = str(value).strip().lower()
+    if name in ("none", "false", "off", "no", "0"):
+        return False
+    if name in ("flip", "true", "on", "yes", "1"):
+        return True
+    if name == "d4":
+        return "d4"
+    raise ValueError(f"tta must be none, flip or d4, got {value!r}")
+
+
+def tta_transforms(tta: bool | str) -> tuple[tuple[bool, tuple[int, ...]], ...]:
+    """(transpose, flip dims) per TTA pass: none one pass, flip (True) the 4 flips, d4 all 8."""
+    tta = parse_tta(tta)
+    if tta == "d4":
+        return TTA_D4
+    return tuple((False, dims) for dims in TTA_FLIPS) if tta else ((False, ()),)
 
 
 def iter_tile_batches(padded: np.ndarray, positions: list[tuple[int, int]], tile: int, batch_size: int,

@@ -161,7 +161,7 @@ def model_card(name: str) -> str:
     return model.card_path.read_text(encoding="utf-8")
 
 
-def load_model(name: str, device: str = "auto", tta: bool | None = None, engine: str = "torch") -> Predictor:
+def load_model(name: str, device: str = "auto", tta: bool | str | None = None, engine: str = "torch") -> Predictor:
     """``ftuseg.load_model("glomeruli-pas")``: a :class:`~ftuseg.inference.predictor.Predictor` of a shipped
     model (its pixel sizes and thresholds included); the weights' SHA-256 is checked as they load.
 
