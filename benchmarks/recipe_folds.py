@@ -9,6 +9,8 @@ reported beside the pooled figure. Writes benchmarks/results/recipe_folds.json a
 run resumes with --resume, skipping the folds already in the JSON).
 
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post   # the README's run
+    python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --d4 --ema 0.98 \
+        --out benchmarks/results/recipe_folds_variants.json   # D4 TTA, EMA weights, last checkpoint, paired
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.
