@@ -88,7 +88,8 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: b
                                     "predict_seconds": out[name]["predict_seconds"], "thresholds": asdict(thresholds),
                                     "tuning": report.to_dict("records"), "tuned_on": select["id"].tolist()}
     for name, which, weights, use_tta in variants:
-        variant, _ = load_run_model(run_dir, which, weights=weights)
+        # the best raw weights are already loaded; other variants come from their checkpoint
+        variant = model if (which, weights) == ("best", "model") else load_run_model(run_dir, which, weights)[0]
         t1 = time.perf_counter()
         scores, _ = evaluate_images(TorchTileFn(variant, "cpu", tta=use_tta), run_cfg, heldout, progress=True)
         out[name] = {**summarise(scores), "predict_seconds": time.perf_counter() - t1,

@@ -18,7 +18,6 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 # Dihedral (D4) TTA: the four flips, each with and without swapping H and W (on square tiles these are the
 # eight rotations and reflections); an entry is (transpose, flip dims), undone as flip, then transpose.
 TTA_D4: tuple[tuple[bool, tuple[int, ...]], ...] = tuple((t, dims) for t in (False, True) for dims in TTA_FLIPS)
-TTA_CHOICES = ("none", "flip", "d4")
 
 
 def parse_tta(value: bool | str | None) -> bool | str:
