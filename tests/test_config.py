@@ -20,7 +20,9 @@ def test_yaml_then_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(image_size=500), dict(mode="x"), dict(overlap=1.0), dict(lr="fast"),
-                                 dict(target_mpp=0), dict(fold=9), dict(tta="rot90"), dict(ema_decay=1.0)])
+                                 dict(target_mpp=0), dict(fold=9), dict(tta="rot90"), dict(ema_decay=1.0),
+                                 dict(tta_scales="0"), dict(tta_scales="1,1"), dict(tta_scales="big"),
+                                 dict(tta_scales=[])])
 def test_invalid_values_are_rejected(bad):
     with pytest.raises(FtusegError):
         make_config("seed-512", **bad)
@@ -42,6 +44,21 @@ def test_tta_takes_flip_d4_or_none_from_yaml_and_flags(tmp_path):
     assert parse(["predict", "r", "data", "--out", "s.csv", "--tta", "d4"]).tta == "d4"
     with pytest.raises(SystemExit):
         parse(["predict", "r", "data", "--out", "s.csv", "--tta", "rot90"])
+
+
+def test_tta_scales_from_yaml_flags_and_the_predict_option(tmp_path):
+    from ftuseg.cli import build_parser
+
+    assert make_config("tiled").tta_scales == [1.0]
+    assert make_config("tiled", tta_scales="0.8, 1,1.25").tta_scales == [0.8, 1.0, 1.25]
+    (tmp_path / "c.yaml").write_text("tta_scales: [0.8, 1]\n")
+    cfg = make_config("tiled", tmp_path / "c.yaml")
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").tta_scales == [0.8, 1.0]
+    assert cfg.scaled_mpps("kidney") == [cfg.mpp_for("kidney") * 0.8, cfg.mpp_for("kidney")]
+    parse = build_parser().parse_args
+    assert parse(["train", "data", "--out", "r", "--tta-scales", "0.8,1"]).cfg_tta_scales == "0.8,1"
+    assert parse(["predict", "r", "data", "--out", "s.csv", "--tta-scales", "0.8,1,1.25"]).tta_scales == "0.8,1,1.25"
 
 
 def test_unknown_field_and_preset(tmp_path):

@@ -65,3 +65,29 @@ def test_per_organ_thresholds_apply_and_unknown_organs_are_refused():
         pred.binarize(prob, "spleen", 0.5)
     pred.thresholds.organs = {}
     assert pred.binarize(prob, "spleen", 0.5)[31, 31] == 1 and pred.binarize(prob, "spleen", 0.5)[10, 10] == 0
+
+
+def test_multiscale_tta_is_the_mean_of_its_scales_in_the_image_grid():
+    from dataclasses import replace
+
+    from ftuseg.inference.predictor import Predictor
+    from ftuseg.inference.region import RegionPredictor
+    from ftuseg.io.readers import ArraySlideReader
+
+    base = tiny_config(preset="tiled", target_mpp=1.0, tile_size=64, organ_mpp={})
+    img = scene(1.0)
+    single = {s: member_proba(Member(opening_model, replace(base, tta_scales=[s])), img, 1.0, "kidney")
+              for s in (0.5, 1.0)}
+    multi_member = Member(opening_model, replace(base, tta_scales=[0.5, 1.0]))
+    multi = member_proba(multi_member, img, 1.0, "kidney")
+    assert multi.shape == img.shape[:2]
+    np.testing.assert_allclose(multi, (single[0.5] + single[1.0]) / 2, atol=1e-6)
+    # the 11 µm object survives only the pass at 0.5 µm/px (22 px wide there): half the passes see it
+    assert single[1.0][140, 140] < 0.5 < single[0.5][140, 140] and 0.3 < multi[140, 140] < 0.7
+    assert multi[60, 60] > 0.9 and multi[20, 180] < 0.1
+    # the region core (every entry point) gives the same, and reads one tile of context at the coarsest scale
+    predictor = Predictor([multi_member])
+    np.testing.assert_allclose(predictor.predict_proba(img, 1.0, "kidney"), multi, atol=1e-6)
+    coarse = Predictor([Member(opening_model, replace(base, tta_scales=[1.0, 2.0]))])
+    assert RegionPredictor(coarse, ArraySlideReader(img, 1.0), 1.0, "kidney").halo == 128
+    assert RegionPredictor(predictor, ArraySlideReader(img, 1.0), 1.0, "kidney").halo == 64

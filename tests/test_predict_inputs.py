@@ -141,6 +141,25 @@ def test_cli_predicts_a_pyramidal_ome_tiff(tiny_tiled_run, tmp_path, capsys):
     assert table["id"].tolist() == ["case"] and table["n_objects"].iloc[0] == res["n_objects"]
 
 
+def test_cli_multiscale_tta_runs_every_scale_on_a_slide(tiny_tiled_run, tmp_path, capsys):
+    img = np.full((320, 480, 3), 243, np.uint8)
+    img[60:260, 40:300] = tissue_image(200, 260, seed=3)
+    slide = write_ome(tmp_path / "case.ome.tif", img, p=0.5, levels=3)
+    results = {}
+    for name, extra in (("one", []), ("two", ["--tta-scales", "0.5,1"])):
+        out = tmp_path / name
+        rc = main(["predict", str(tiny_tiled_run), str(slide), "--out-dir", str(out), "--organ", "kidney",
+                   "--no-tissue-detection", "--formats", "rle", "--quiet", *extra])
+        assert rc == 0, capsys.readouterr().err
+        results[name] = json.loads((out / "case" / "result.json").read_text())
+    assert json.loads((tmp_path / "two" / "predict.json").read_text())["tta_scales"] == [0.5, 1.0]
+    # the 0.5 pass sees the slide at twice the pixels per side: about 4x the tiles of the single pass, added to them
+    assert results["two"]["tiles_total"] > 3 * results["one"]["tiles_total"]
+    rc = main(["predict", str(tiny_tiled_run), str(slide), "--out-dir", str(tmp_path / "bad"), "--organ", "kidney",
+               "--tta-scales", "0,1", "--quiet"])
+    assert rc != 0 and "tta_scales must be distinct factors in [0.25, 4]" in capsys.readouterr().err
+
+
 def test_cli_predicts_a_plain_jpeg(tiny_tiled_run, tmp_path, capsys):
     jpg = tmp_path / "photo.jpg"
     Image.fromarray(tissue_image(200, 260, seed=4)).save(jpg, quality=92)

@@ -25,6 +25,19 @@ def test_an_output_folder_holds_one_setting(tmp_path):
         claim_out_dir(tmp_path / "file", settings)
 
 
+def test_multiscale_tta_is_a_setting_of_the_output_folder_and_reaches_every_member(tiny_tiled_run, tmp_path):
+    assert "tta_scales" not in ModelSpec(["runs/a"]).settings()  # folders from before the option still resume
+    spec = ModelSpec([tiny_tiled_run], device="cpu", tta_scales="0.8,1")
+    assert spec.tta_scales == [0.8, 1.0]
+    out = claim_out_dir(tmp_path / "out", spec.settings())
+    with pytest.raises(FtusegError, match=r"other settings \(tta_scales\)"):
+        claim_out_dir(out, ModelSpec([tiny_tiled_run], device="cpu").settings())
+    assert [m.cfg.tta_scales for m in spec.load().members] == [[0.8, 1.0]]
+    assert [m.cfg.tta_scales for m in ModelSpec([tiny_tiled_run], device="cpu").load().members] == [[1.0]]
+    with pytest.raises(FtusegError, match="tta_scales must be distinct factors"):
+        ModelSpec(["runs/a"], tta_scales="1,5")
+
+
 @pytest.fixture
 def tuned_run(tiny_tiled_run, tmp_path):
     run = tmp_path / "run"

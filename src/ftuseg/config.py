@@ -94,6 +94,9 @@ class RunConfig:
     tta: bool | str = field(default=False, metadata={
         "help": "test-time augmentation at inference: false, true (flip: the 4 flips) or d4 (the 4 flips of the "
                 "tile and of its transpose: 8 passes)"})
+    tta_scales: list[float] = field(default_factory=lambda: [1.0], metadata={
+        "help": "multi-scale test-time augmentation: factors on the µm/px the network sees, probabilities "
+                "averaged in the image's grid (0.8,1,1.25: three passes, 1.56x + 1x + 0.64x the pixels)"})
     threshold: float = field(default=0.5, metadata={"help": "probability above which a pixel is FTU, 0-1"})
     min_area_um2: float = field(default=0.0, metadata={"help": "objects smaller than this are dropped, µm²"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu or cuda[:N]"})
@@ -120,10 +123,11 @@ class RunConfig:
                     raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
         if not 0 < self.decoder_width <= 4:
             raise FtusegError(f"config: decoder_width must be in (0, 4], got {self.decoder_width}")
-        from ftuseg.inference.sliding_window import parse_tta
+        from ftuseg.inference.sliding_window import parse_scales, parse_tta
 
         try:
             self.tta = parse_tta(self.tta)
+            self.tta_scales = parse_scales(self.tta_scales)
         except ValueError as exc:
             raise FtusegError(f"config: {exc}") from None
         if not 0 <= self.ema_decay < 1:
@@ -155,6 +159,10 @@ class RunConfig:
 
     def mpp_for(self, organ: str | None) -> float:
         return float(self.organ_mpp.get(str(organ), self.target_mpp)) if organ is not None else self.target_mpp
+
+    def scaled_mpps(self, organ: str | None) -> list[float]:
+        """The µm/px of each multi-scale TTA pass for ``organ`` (one, at :meth:`mpp_for`, by default)."""
+        return [self.mpp_for(organ) * s for s in self.tta_scales]
 
     def covers(self, organ: str | None) -> bool:
         """Whether this run predicts ``organ`` (an all-organ run covers every organ, and unknown ones)."""

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("train", "test"), help="default: test if present, else train")
     add_tta_flags(p, help="test-time augmentation: --tta the 4 flips (4x the time), --tta d4 the flips of the tile "
                           "and of its transpose (8x); default: each run's own setting")
+    p.add_argument("--tta-scales", metavar="F,F,...",
+                   help="multi-scale TTA: also predict at these factors of each run's µm/px and average "
+                        "(e.g. 0.8,1,1.25: about 3.2x the time); default: each run's own setting")
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="inference engine; auto: torch on GPU; on CPU whichever of torch and onnxruntime "
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             info(args, note)
     require_pixel_sizes(items)  # before loading models: a missing pixel size stops the run at once
     models = ModelSpec(runs, device=args.device, tta=args.tta, which=args.checkpoint, engine=args.engine,
-                       threshold=args.threshold, allow_unknown_organ=args.allow_unknown_organ)
+                       threshold=args.threshold, allow_unknown_organ=args.allow_unknown_organ,
+                       tta_scales=args.tta_scales)
     models.check_organs(items)  # unknown, uncovered or untuned organs: refused before any model loads
 
     if not args.out_dir:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ from ftuseg.inference.region import (
     organ_route,
     whole_box,
 )
-from ftuseg.inference.sliding_window import TileFn
+from ftuseg.inference.sliding_window import TileFn, parse_scales
 from ftuseg.io.readers import ArraySlideReader
 
 if TYPE_CHECKING:  # torch loads only when a member runs on it: ONNX members keep the process torch-free
@@ -91,7 +91,9 @@ class Predictor:
         which: str = "best",
         engine: str = "torch",
         allow_unknown_organ: bool = False,
+        tta_scales: Sequence[float] | str | None = None,
     ) -> Predictor:
+        """``tta``, ``tta_scales``: override each run's own test-time augmentation (None keeps it)."""
         members = []
         for run in run_dirs:
             member = onnx_member(Path(run), device, tta, engine, which)
@@ -102,6 +104,8 @@ class Predictor:
                 model, cfg = load_run_model(run, which=which)
                 use_tta = cfg.tta if tta is None else tta
                 member = Member(make_tile_fn(model, cfg, Path(run), pick_device(device), use_tta, engine, which), cfg)
+            if tta_scales is not None:
+                member.cfg = replace(member.cfg, tta_scales=parse_scales(tta_scales))
             members.append(member)
         return cls(members, load_thresholds(run_dirs), allow_unknown_organ)
 

@@ -96,7 +96,9 @@ def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | N
                         extent: tuple[float, float, float, float] | None = None,
                         ) -> tuple[np.ndarray, int, int]:
     """One member's probability on ``out_box`` of ``image`` (default: all of it) in the image's own pixel
-    grid; returns (prob, tiles in the grid, tiles skipped). ``keep_for(scaled_hw)`` may skip tiles.
+    grid; returns (prob, tiles in the grids, tiles skipped). ``keep_for(scaled_hw)`` may skip tiles. With
+    multi-scale TTA (``cfg.tta_scales``) the image is predicted at each scale and the probabilities are
+    averaged in the output grid.
 
     ``extent`` (x, y, width, height, floats): when ``image`` is a coarser pyramid level, the area it covers
     in the output grid, which ``out_box`` then refers to (``pixel_size`` is the level's own)."""
@@ -111,14 +113,18 @@ def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | N
         return np.ascontiguousarray(full[oy : oy + oh, ox : ox + ow]), 1, 0
     if pixel_size is None:
         raise ValueError("tiled models need the image's pixel size")
-    scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, cfg.mpp_for(organ))))
-    keep_fn = keep_for(scaled.shape[:2]) if keep_for is not None else None
-    prob_s, total, skipped = blended_windows(member.tile_fn, scaled, cfg.tile_size, cfg.overlap,
-                                             cfg.infer_batch_size, cfg.blend, margin=cfg.infer_margin_px(),
-                                             keep_fn=keep_fn)
-    if extent is not None:
-        return _to_extent(prob_s, extent, out_box), total, skipped
-    return _to_grid(prob_s, (h, w), out_box), total, skipped
+    acc, total, skipped = None, 0, 0
+    for mpp in cfg.scaled_mpps(organ):
+        scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, mpp)))
+        keep_fn = keep_for(scaled.shape[:2]) if keep_for is not None else None
+        prob_s, t, s = blended_windows(member.tile_fn, scaled, cfg.tile_size, cfg.overlap, cfg.infer_batch_size,
+                                       cfg.blend, margin=cfg.infer_margin_px(), keep_fn=keep_fn)
+        prob = _to_extent(prob_s, extent, out_box) if extent is not None else _to_grid(prob_s, (h, w), out_box)
+        total, skipped = total + t, skipped + s
+        acc = prob if acc is None else acc + prob
+    if len(cfg.tta_scales) > 1:
+        acc /= len(cfg.tta_scales)
+    return acc, total, skipped
 
 
 def _to_extent(prob_s: np.ndarray, extent: tuple[float, float, float, float], out_box: Box) -> np.ndarray:
@@ -157,9 +163,10 @@ class RegionPredictor:
         self.tissue = tissue
         self.members = predictor.members_for(organ)  # organ specialists are routed here, once per image
         self.halo = 0
-        for m in self.members:  # one network tile of context at each model's resolution
+        for m in self.members:  # one network tile of context at each model's resolution (its coarsest scale)
             if m.cfg.mode == "tiled" and pixel_size is not None:
-                self.halo = max(self.halo, math.ceil(m.cfg.tile_size / scale_factor(pixel_size, m.cfg.mpp_for(organ))))
+                coarsest = max(m.cfg.scaled_mpps(organ))
+                self.halo = max(self.halo, math.ceil(m.cfg.tile_size / scale_factor(pixel_size, coarsest)))
         whole = [m for m in self.members if m.cfg.mode != "tiled"]
         self.level, self.level_downsample = self._pyramid_level(whole)
         if n_regions > 1 and whole:
@@ -173,7 +180,7 @@ class RegionPredictor:
         (x, y): a model at 4 µm/px on a 0.5 µm/px slide reads the 8x level, 1/64 of the pixels to decode."""
         if whole or self.pixel_size is None or self.reader.level_count < 2 or not self.members:
             return 0, (1.0, 1.0)
-        want = min(m.cfg.mpp_for(self.organ) / self.pixel_size for m in self.members)
+        want = min(min(m.cfg.scaled_mpps(self.organ)) / self.pixel_size for m in self.members)
         level = self.reader.best_level_for_downsample(want)
         (w0, h0), (lw, lh) = self.reader.level_dimensions[0], self.reader.level_dimensions[level]
         return level, (w0 / lw, h0 / lh)
@@ -236,8 +243,9 @@ class RegionPredictor:
         total = 0
         for m in self.members:
             if m.cfg.mode == "tiled":
-                sh, sw = scaled_shape(rb[3], rb[2], scale_factor(self.pixel_size, m.cfg.mpp_for(self.organ)))
-                total += tile_count(sh, sw, m.cfg.tile_size, m.cfg.overlap, m.cfg.infer_margin_px())
+                for mpp in m.cfg.scaled_mpps(self.organ):
+                    sh, sw = scaled_shape(rb[3], rb[2], scale_factor(self.pixel_size, mpp))
+                    total += tile_count(sh, sw, m.cfg.tile_size, m.cfg.overlap, m.cfg.infer_margin_px())
             else:
                 total += 1
         return total

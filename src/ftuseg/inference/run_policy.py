@@ -38,23 +38,26 @@ class ModelSpec:
     engine: str = "torch"  # torch, onnxruntime or auto
     threshold: float | None = None  # one threshold for every organ (clears tuned per-organ values)
     allow_unknown_organ: bool = False
+    tta_scales: list[float] | None = None  # None: each run's own config; else multi-scale TTA factors
 
     def __post_init__(self) -> None:
-        self.run_dirs = [str(r) for r in self.run_dirs]
-        if self.tta is not None:
-            from ftuseg.inference.sliding_window import parse_tta
+        from ftuseg.inference.sliding_window import parse_scales, parse_tta
 
-            try:
+        self.run_dirs = [str(r) for r in self.run_dirs]
+        try:
+            if self.tta is not None:
                 self.tta = parse_tta(self.tta)
-            except ValueError as exc:
-                raise FtusegError(str(exc)) from None
+            if self.tta_scales is not None:
+                self.tta_scales = parse_scales(self.tta_scales)
+        except ValueError as exc:
+            raise FtusegError(str(exc)) from None
 
     def load(self, device: str | None = None) -> Predictor:
         from ftuseg.inference.predictor import Predictor, override_threshold
 
         predictor = Predictor.from_runs(self.run_dirs, device=device or self.device, tta=self.tta,
                                         which=self.which, engine=self.engine,
-                                        allow_unknown_organ=self.allow_unknown_organ)
+                                        allow_unknown_organ=self.allow_unknown_organ, tta_scales=self.tta_scales)
         override_threshold(predictor.thresholds, self.threshold)
         return predictor
 
@@ -67,8 +70,11 @@ class ModelSpec:
 
     def settings(self) -> dict[str, Any]:
         """What makes predictions differ: an output folder holds predictions of one setting only."""
-        return {"runs": [str(Path(r).resolve()) for r in self.run_dirs], "checkpoint": self.which,
-                "tta": self.tta, "threshold": self.threshold, "engine": self.engine}
+        settings = {"runs": [str(Path(r).resolve()) for r in self.run_dirs], "checkpoint": self.which,
+                    "tta": self.tta, "threshold": self.threshold, "engine": self.engine}
+        if self.tta_scales is not None:  # only when set: folders written before the option still resume
+            settings["tta_scales"] = self.tta_scales
+        return settings
 
     def _tuned_thresholds(self) -> Thresholds:
         """The per-organ tuning the predictor will have (only its organs matter for the checks)."""

@@ -36,6 +36,24 @@ def parse_tta(value: bool | str | None) -> bool | str:
     raise ValueError(f"tta must be none, flip or d4, got {value!r}")
 
 
+def parse_scales(value: float | str | list | tuple | None) -> list[float]:
+    """Multi-scale TTA factors as a list of floats: ``None`` -> [1.0]; ``"0.8,1,1.25"``, a number or a list.
+
+    Each factor multiplies the µm/px the network sees (0.8: the image at 1.25x the pixels). Factors must lie
+    in [0.25, 4] (the network was trained within a few tens of per cent of its resolution) and not repeat."""
+    if value is None:
+        return [1.0]
+    parts = [p for p in str(value).split(",") if p.strip()] if isinstance(value, str) else (
+        list(value) if isinstance(value, list | tuple) else [value])
+    try:
+        scales = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise ValueError(f"tta_scales must be numbers like 0.8,1,1.25, got {value!r}") from None
+    if not scales or any(not 0.25 <= s <= 4 for s in scales) or len(set(scales)) != len(scales):
+        raise ValueError(f"tta_scales must be distinct factors in [0.25, 4] (e.g. 0.8,1,1.25), got {value!r}")
+    return scales
+
+
 def tta_transforms(tta: bool | str) -> tuple[tuple[bool, tuple[int, ...]], ...]:
     """(transpose, flip dims) per TTA pass: none one pass, flip (True) the 4 flips, d4 all 8."""
     tta = parse_tta(tta)

@@ -9,7 +9,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +237,9 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     # the images that choose the best checkpoint: a fold run's inner split, else the validation split
     val_table = table.iloc[select_idx] if len(select_idx) else (heldout_table if cfg.fold is None else
                                                               heldout_table.iloc[:0])
+    # validation and out-of-fold scoring run one pass per image, like their tile function (no TTA): the run's
+    # tta and tta_scales are its prediction settings
+    eval_cfg = replace(cfg, tta_scales=[1.0])
     if info.is_main:
         cfg.save(run_dir / "config.yaml")
         with atomic_write(run_dir / "split.json") as fh:
@@ -372,7 +375,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         val_dice = None
         D.average_buffers(core, info)
         if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-            scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), cfg, val_table, progress=progress)
+            scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), eval_cfg, val_table, progress=progress)
             val_dice = float(scores["dice"].mean())
         record = {"epoch": epoch + 1, "step": step, "lr": cur_lr if losses else lr, "train_loss": train_loss,
                   "val_dice": val_dice, "epoch_seconds": round(epoch_s, 3), "elapsed_seconds": round(elapsed(), 3),
@@ -410,7 +413,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         from ftuseg.models.checkpoint import load_run_model
 
         best_model, _ = load_run_model(run_dir, "best")
-        scores, probs = evaluate_images(TorchTileFn(best_model, device, amp=cfg.amp), cfg, heldout_table,
+        scores, probs = evaluate_images(TorchTileFn(best_model, device, amp=cfg.amp), eval_cfg, heldout_table,
                                         progress=progress, keep_proba=True)
         save_oof(run_dir, probs, scores)
     return TrainResult(run_dir, best, epoch + 1, step, lr, history)

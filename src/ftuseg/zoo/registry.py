@@ -161,7 +161,8 @@ def model_card(name: str) -> str:
     return model.card_path.read_text(encoding="utf-8")
 
 
-def load_model(name: str, device: str = "auto", tta: bool | str | None = None, engine: str = "torch") -> Predictor:
+def load_model(name: str, device: str = "auto", tta: bool | str | None = None, engine: str = "torch",
+               tta_scales: list[float] | str | None = None) -> Predictor:
     """``ftuseg.load_model("glomeruli-pas")``: a :class:`~ftuseg.inference.predictor.Predictor` of a shipped
     model (its pixel sizes and thresholds included); the weights' SHA-256 is checked as they load.
 
@@ -169,7 +170,8 @@ def load_model(name: str, device: str = "auto", tta: bool | str | None = None, e
     one the model was trained on (``ftuseg models`` lists them)."""
     from ftuseg.inference.predictor import Predictor
 
-    return Predictor.from_runs([model_dir(name)], device=device, tta=tta, engine=engine)
+    return Predictor.from_runs([model_dir(name)], device=device, tta=tta, engine=engine,
+                               tta_scales=tta_scales)
 
 
 def zoo_manifest_of(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
