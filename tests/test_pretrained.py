@@ -20,21 +20,37 @@ LITE0 = P.PRETRAINED["imagenet-lite0"]
 CAT_CLASSES = set(range(281, 286))
 
 
-def _photo_batch(size: int = 224) -> torch.Tensor:
+# each checkpoint at the input size it was trained at (the TF release's)
+TRAIN_SIZE = {"imagenet-lite0": 224, "imagenet-lite1": 240, "imagenet-lite2": 260}
+
+
+def _installed(name: str) -> P.PretrainedSpec:
+    spec = P.PRETRAINED[name]
+    pytest.importorskip(spec.package, reason=f"{spec.pip_name} not installed")
+    return spec
+
+
+def _photo_batch(size: int = 224, spec: P.PretrainedSpec = LITE0) -> torch.Tensor:
     """scikit-image's photograph of Chelsea the cat, resized, with the checkpoint's own preprocessing."""
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
     img = Image.fromarray(skimage_data.chelsea()).resize((size, size), Image.BICUBIC)
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float()[None] / 255.0
-    mean, std = torch.tensor(LITE0.mean).view(1, 3, 1, 1), torch.tensor(LITE0.std).view(1, 3, 1, 1)
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
-def test_mapped_classifier_sees_a_cat():
-    model = P.pretrained_classifier("imagenet-lite0")
+def test_every_offline_checkpoint_is_tested():
+    assert set(TRAIN_SIZE) == set(P.PRETRAINED)
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_SIZE))
+def test_mapped_classifier_sees_a_cat(name):
+    spec = _installed(name)
+    model = P.pretrained_classifier(name)
     with torch.no_grad():
-        probs = model(_photo_batch()).softmax(1)[0]
+        probs = model(_photo_batch(TRAIN_SIZE[name], spec)).softmax(1)[0]
     top5 = set(probs.topk(5).indices.tolist())
     assert top5 & CAT_CLASSES, f"no cat class in the top 5: {sorted(top5)}"
     assert int(probs.argmax()) in CAT_CLASSES and float(probs.max()) > 0.5
@@ -51,11 +67,13 @@ def test_a_randomly_initialised_classifier_does_not():
     assert float(probs.max()) < 0.2
 
 
-def test_segmentation_encoder_receives_every_tensor():
-    cfg = make_config("tiled", encoder=LITE0.encoder, encoder_weights="imagenet-lite0")
+@pytest.mark.parametrize("name", sorted(TRAIN_SIZE))
+def test_segmentation_encoder_receives_every_tensor(name):
+    spec = _installed(name)
+    cfg = make_config("tiled", encoder=spec.encoder, encoder_weights=name)
     model = build_model(cfg)
-    source = P.load_source_state(LITE0)
-    classifier = P.pretrained_classifier("imagenet-lite0").state_dict()
+    source = P.load_source_state(spec)
+    classifier = P.pretrained_classifier(name).state_dict()
     enc = model.encoder.state_dict()
     # every encoder tensor equals the classifier's tensor of the same timm name
     for key, value in enc.items():
