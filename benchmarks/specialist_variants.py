@@ -1,23 +1,28 @@
-"""The recipe's kidney specialist against variants of it, paired: same folds, same minutes, one run.
+"""A recipe specialist against variants of it, paired: same folds, same minutes, one run.
 
-Every variant is the recipe's kidney specialist (ImageNet EfficientNet-Lite0 U-Net, 384 px tiles at 4 µm/px,
-checkpoint chosen on an inner split of the training part) with some config fields changed, trained under the
-same wall-clock budget per fold (default 11 minutes: the glomeruli share of the recipe's 20 minutes per fold)
-and scored on the same held-out kidney images (HuBMAP and AIDPATH), threshold 0.5, no TTA:
+Every variant is the recipe's specialist of ``--family`` (glomeruli: kidney, 384 px tiles at 4 µm/px, 11
+minutes per fold; glands: colon and prostate, 256 px at 1-2 µm/px, 9 minutes; both an ImageNet
+EfficientNet-Lite0 U-Net, checkpoint chosen on an inner split of the fold's training part) with some config
+fields changed, trained under the same wall-clock budget per fold (default: the family's share of the
+recipe's 20 minutes) and scored on the same held-out images of the family, threshold 0.5, no TTA:
 
   recipe          the recipe as ``ftuseg fit`` trains it
   decoder 0.5     U-Net decoder at half width (``decoder_width=0.5``): cheaper steps, so more of them
-  detail 256 @ 2  256 px tiles at 2 µm/px (0.5 mm seen, a glomerulus ~100 px instead of ~50)
+  detail 256 @ 2  256 px tiles at 2 µm/px (kidney: 0.5 mm seen, a glomerulus ~100 px instead of ~50)
+  lite1, lite2    the wider and deeper EfficientNet-Lite1 / Lite2 from the same offline ImageNet release
 
 Folds run in order with the variants interleaved inside each fold, so load drifts hit them alike; folds 0-3
 are pooled, the locked fold 4 (``--folds ...,4``) runs last and is reported beside them. Writes ``--out``
 after every fold (``--resume`` keeps the folds already there). The README's runs:
 
-    python benchmarks/kidney_variants.py --folds 0,1,2 --variants "recipe,decoder 0.5" \
+    python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,decoder 0.5" \
         --out benchmarks/results/kidney_decoder.json
+    python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,detail 256 @ 2" \
+        --out benchmarks/results/kidney_detail.json
 
 An earlier session's two-resolution model (a context encoder at 8 µm/px beside a 256 px @ 2 µm/px tile;
-``kidney_variants.json``) was measured with this script at commit 2c2a20c and removed after it lost.
+``kidney_variants.json``) was measured with this script, then ``kidney_variants.py``, at commit 2c2a20c
+and removed after it lost.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ VARIANTS: dict[str, dict] = {
     "recipe": {},
     "decoder 0.5": dict(decoder_width=0.5),
     "detail 256 @ 2": dict(tile_size=256, target_mpp=2.0),
+    "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
+    "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
 }
+# each family's organs and its share of the recipe's 20 minutes per fold
+FAMILIES: dict[str, tuple[list[str], float]] = {
+    "glomeruli": (["kidney"], 11.0), "glands": (["largeintestine", "prostate"], 9.0)}
 
 
 def summary_rows(results: dict) -> list[dict]:
@@ -57,11 +67,13 @@ def summary_rows(results: dict) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--minutes", type=float, default=11.0, help="training budget per variant and fold")
+    ap.add_argument("--family", default="glomeruli", choices=list(FAMILIES), help="the recipe specialist to vary")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="training budget per variant and fold (default: the family's share, 11 or 9)")
     ap.add_argument("--folds", default="0,1,2,3", help="folds to run; the locked fold 4 always runs last")
     ap.add_argument("--variants", default="recipe,decoder 0.5", help=f"comma list of: {', '.join(VARIANTS)}")
-    ap.add_argument("--runs", type=Path, default=RESULTS / "runs" / "kidney_variants")
-    ap.add_argument("--out", type=Path, default=RESULTS / "kidney_decoder.json", help="results JSON")
+    ap.add_argument("--runs", type=Path, default=RESULTS / "runs" / "specialist_variants")
+    ap.add_argument("--out", type=Path, required=True, help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the folds already in --out")
     args = ap.parse_args()
     if not (args.data / "train.csv").exists():
@@ -73,14 +85,18 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    organs, share = FAMILIES[args.family]
+    minutes = share if args.minutes is None else args.minutes
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
-    results: dict = {"benchmark": "kidney_variants", "budget_minutes_per_variant_and_fold": args.minutes,
+    results: dict = {"benchmark": "specialist_variants", "family": args.family, "organs": organs,
+                     "budget_minutes_per_variant_and_fold": minutes,
                      "variants": {n: VARIANTS[n] for n in names}, "locked_fold": LOCKED_FOLD, "folds": {},
                      "machine_before": machine()}
     if args.resume and args.out.exists():
         old = json.loads(args.out.read_text())
-        if old["budget_minutes_per_variant_and_fold"] != args.minutes or list(old["variants"]) != names:
-            raise SystemExit(f"--resume: {args.out} was run with another budget or variants")
+        if (old["budget_minutes_per_variant_and_fold"] != minutes or list(old["variants"]) != names
+                or old.get("family", "glomeruli") != args.family):
+            raise SystemExit(f"--resume: {args.out} was run with another family, budget or variants")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
     for k in folds:
@@ -88,11 +104,11 @@ def main() -> None:
             continue
         fold: dict = {}
         for name in names:
-            cfg = recipe_config("glomeruli", ["kidney"], fold=k, max_minutes=args.minutes, num_workers=1,
+            cfg = recipe_config(args.family, organs, fold=k, max_minutes=minutes, num_workers=1,
                                 **VARIANTS[name])
             before = machine()
             slug = name.replace(" ", "").replace("@", "at")
-            res = train_and_score(cfg, args.data, args.runs / f"{slug}-fold{k}")
+            res = train_and_score(cfg, args.data, args.runs / f"{args.family}-{slug}-fold{k}")
             fold[name] = {"steps": res["steps"], "tiles": res["steps"] * cfg.batch_size,
                           "train_seconds": res["train_seconds"], "mean_dice": res["no_tta"]["mean_dice"],
                           "per_image": res["no_tta"]["per_image"], "predict_seconds": res["no_tta"]["predict_seconds"],
