@@ -32,11 +32,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from accuracy import markdown_table, pooled_row
 
-from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, train_and_score, write_json
+from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, train_and_score, write_json
 
 LOCKED_FOLD = 4
 VARIANTS: dict[str, dict] = {
@@ -49,6 +48,11 @@ VARIANTS: dict[str, dict] = {
 # each family's organs and its share of the recipe's 20 minutes per fold
 FAMILIES: dict[str, tuple[list[str], float]] = {
     "glomeruli": (["kidney"], 11.0), "glands": (["largeintestine", "prostate"], 9.0)}
+
+
+def variant_slug(name: str) -> str:
+    """A variant's name as a folder name: its fold runs are ``<family>-<slug>-fold<k>`` under ``--runs``."""
+    return name.replace(" ", "").replace("@", "at")
 
 
 def summary_rows(results: dict) -> list[dict]:
@@ -107,8 +111,7 @@ def main() -> None:
             cfg = recipe_config(args.family, organs, fold=k, max_minutes=minutes, num_workers=1,
                                 **VARIANTS[name])
             before = machine()
-            slug = name.replace(" ", "").replace("@", "at")
-            res = train_and_score(cfg, args.data, args.runs / f"{args.family}-{slug}-fold{k}")
+            res = train_and_score(cfg, args.data, args.runs / f"{args.family}-{variant_slug(name)}-fold{k}")
             fold[name] = {"steps": res["steps"], "tiles": res["steps"] * cfg.batch_size,
                           "train_seconds": res["train_seconds"], "mean_dice": res["no_tta"]["mean_dice"],
                           "per_image": res["no_tta"]["per_image"], "predict_seconds": res["no_tta"]["predict_seconds"],
@@ -121,7 +124,8 @@ def main() -> None:
             per = [float(pd.DataFrame(results["folds"][f][name]["per_image"])["dice"].mean())
                    for f in sorted(results["folds"]) if int(f) != LOCKED_FOLD]
             if per:
-                spread[name] = {"per_fold": per, "mean": float(np.mean(per)), "std": float(np.std(per))}
+                mean, std = mean_std(per)
+                spread[name] = {"per_fold": per, "mean": mean, "std": std}
         results["fold_spread"] = spread
         results["wall_seconds"] = time.perf_counter() - t0
         results["peak_rss_mib"] = peak_rss_mib()

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from accuracy import markdown_table, pooled_row
+from specialist_variants import variant_slug
 
 from _common import DEFAULT_DATA, machine, peak_rss_mib, write_json
 
 
 def run_dir(runs: Path, family: str | None, name: str, fold: str) -> Path:
     """Where specialist_variants.py put a variant's fold run (older runs lack the family prefix)."""
-    slug = name.replace(" ", "").replace("@", "at")
+    slug = variant_slug(name)
     candidates = [runs / f"{family}-{slug}-fold{fold}"] if family else []
     candidates.append(runs / f"{slug}-fold{fold}")
     for c in candidates:

