@@ -11,6 +11,8 @@ run resumes with --resume, skipping the folds already in the JSON).
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post   # the README's run
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --d4 --ema 0.98 \
         --out benchmarks/results/recipe_folds_variants.json   # D4 TTA, EMA weights, last checkpoint, paired
+    python benchmarks/recipe_folds.py --set glomeruli.tile_size=256 --set glomeruli.target_mpp=3 \
+        --out benchmarks/results/recipe_folds_kidney3um.json   # a candidate recipe: one family changed
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.
@@ -82,6 +84,22 @@ def fold_spread(results: dict) -> dict:
     return {src: {"per_fold": v, "mean": float(np.mean(v)), "std": float(np.std(v))} for src, v in per_source.items()}
 
 
+def family_overrides(items: list[str], families: dict[str, list[str]]) -> dict[str, dict]:
+    """``--set FAMILY.FIELD=VALUE`` items -> {family: {field: value}}, values read as YAML scalars."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        family, dot, name = key.partition(".")
+        if not (eq and dot and name):
+            raise SystemExit(f"--set {item!r}: expected FAMILY.FIELD=VALUE, e.g. glomeruli.tile_size=256")
+        if family not in families:
+            raise SystemExit(f"--set {item!r}: no family {family!r}; the data's families: {', '.join(families)}")
+        out.setdefault(family, {})[name] = yaml.safe_load(value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -89,7 +107,8 @@ def main() -> None:
     ap.add_argument("--shares", default="glomeruli=0.55,glands=0.45",
                     help="each family's share of the per-fold budget (384 px kidney tiles cost ~2x a 256 px one)")
     ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
-    ap.add_argument("--runs", type=Path, default=RESULTS / "runs" / "recipe_folds")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="fold run folders (default: runs/recipe_folds, or runs/<--out's name> with --set)")
     ap.add_argument("--tta", action="store_true", help="also score with flip TTA (4x the prediction time)")
     ap.add_argument("--tune-post", action="store_true",
                     help="also score with per-organ threshold, min area and hole filling tuned on each run's inner "
@@ -98,12 +117,16 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.0,
                     help="train with a moving average of the weights of this decay; also score its weights and "
                          "the last checkpoint's (raw and averaged) beside the best raw checkpoint")
+    ap.add_argument("--set", action="append", default=[], metavar="FAMILY.FIELD=VALUE", dest="sets",
+                    help="change one family's recipe config field (repeatable), e.g. glomeruli.target_mpp=3; "
+                         "recorded in the JSON")
     ap.add_argument("--out", type=Path, default=OUT, help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the folds already in the results JSON")
     args = ap.parse_args()
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
 
+    from ftuseg.errors import FtusegError
     from ftuseg.io.dataset import load_table
     from ftuseg.training.recipe import recipe_config, recipe_groups
 
@@ -111,16 +134,25 @@ def main() -> None:
     groups = recipe_groups(load_table(args.data, split="train", need_rle=True, need_images=False)["organ"].tolist())
     if set(groups) != set(shares):
         raise SystemExit(f"--shares must name every family of the data: {', '.join(groups)}")
+    overrides = family_overrides(args.sets, groups)
+    for name, changed in overrides.items():  # a bad field or value stops the run before any training
+        try:
+            recipe_config(name, groups[name], **changed)
+        except FtusegError as exc:
+            raise SystemExit(f"--set: {exc}") from None
+    # a changed recipe trains into its own folders: the recipe's fold runs are read by other benchmarks
+    runs = args.runs or RESULTS / "runs" / ("recipe_folds" if not overrides else args.out.stem)
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
                      "families": groups, "locked_fold": LOCKED_FOLD, "tta": args.tta, "tune_post": args.tune_post,
-                     "d4": args.d4, "ema_decay": args.ema, "targets": TARGETS, "folds": {},
+                     "d4": args.d4, "ema_decay": args.ema,
+                     "family_overrides": overrides, "targets": TARGETS, "folds": {},
                      "machine_before": machine()}
     if args.resume and args.out.exists():
         old = json.loads(args.out.read_text())
         if ((old["budget_minutes_per_fold"], old["shares"], old["tta"], old.get("tune_post", False),
-             old.get("d4", False), old.get("ema_decay", 0.0))
-                != (args.minutes, shares, args.tta, args.tune_post, args.d4, args.ema)):
+             old.get("d4", False), old.get("ema_decay", 0.0), old.get("family_overrides", {}))
+                != (args.minutes, shares, args.tta, args.tune_post, args.d4, args.ema, overrides)):
             raise SystemExit(f"--resume: {args.out} was run with other settings")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
@@ -130,8 +162,8 @@ def main() -> None:
         parts, before = [], machine()
         for name, organs in groups.items():
             cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1,
-                                ema_decay=args.ema)
-            res = train_and_score(cfg, args.data, args.runs / f"{name}-fold{k}", tta=args.tta,
+                                ema_decay=args.ema, **overrides.get(name, {}))
+            res = train_and_score(cfg, args.data, runs / f"{name}-fold{k}", tta=args.tta,
                                   tune_post=args.tune_post, variants=variants(args.d4, args.ema))
             res["config"] = cfg.to_dict()
             parts.append(res)

@@ -9,6 +9,8 @@ recipe's 20 minutes) and scored on the same held-out images of the family, thres
   recipe          the recipe as ``ftuseg fit`` trains it
   decoder 0.5     U-Net decoder at half width (``decoder_width=0.5``): cheaper steps, so more of them
   detail 256 @ 2  256 px tiles at 2 µm/px (kidney: 0.5 mm seen, a glomerulus ~100 px instead of ~50)
+  mid 256 @ 3     256 px tiles at 3 µm/px (kidney: 0.77 mm seen, a glomerulus ~67 px; cheap steps)
+  mid 320 @ 3     320 px tiles at 3 µm/px (kidney: 0.96 mm seen)
   lite1, lite2    the wider and deeper EfficientNet-Lite1 / Lite2 from the same offline ImageNet release
 
 Folds run in order with the variants interleaved inside each fold, so load drifts hit them alike; folds 0-3
@@ -19,6 +21,8 @@ after every fold (``--resume`` keeps the folds already there). The README's runs
         --out benchmarks/results/kidney_decoder.json
     python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,detail 256 @ 2" \
         --out benchmarks/results/kidney_detail.json
+    python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,mid 256 @ 3,mid 320 @ 3" \
+        --out benchmarks/results/kidney_mid.json
 
 An earlier session's two-resolution model (a context encoder at 8 µm/px beside a 256 px @ 2 µm/px tile;
 ``kidney_variants.json``) was measured with this script, then ``kidney_variants.py``, at commit 2c2a20c
@@ -42,6 +46,8 @@ VARIANTS: dict[str, dict] = {
     "recipe": {},
     "decoder 0.5": dict(decoder_width=0.5),
     "detail 256 @ 2": dict(tile_size=256, target_mpp=2.0),
+    "mid 256 @ 3": dict(tile_size=256, target_mpp=3.0),
+    "mid 320 @ 3": dict(tile_size=320, target_mpp=3.0),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
 }
