@@ -11,7 +11,7 @@ run resumes with --resume, skipping the folds already in the JSON).
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post   # the README's run
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --d4 --ema 0.98 \
         --out benchmarks/results/recipe_folds_variants.json   # D4 TTA, EMA weights, last checkpoint, paired
-    python benchmarks/recipe_folds.py --set glomeruli.tile_size=256 --set glomeruli.target_mpp=3 \
+    python benchmarks/recipe_folds.py --set glomeruli.tile_size=320 --set glomeruli.target_mpp=3 \
         --out benchmarks/results/recipe_folds_kidney3um.json   # a candidate recipe: one family changed
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
@@ -25,11 +25,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from accuracy import markdown_table, merge_specialists, pooled_row
 
-from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, train_and_score, write_json
+from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, train_and_score, write_json
 
 LOCKED_FOLD = 4
 OUT = RESULTS / "recipe_folds.json"
@@ -81,7 +80,11 @@ def fold_spread(results: dict) -> dict:
         df = pd.DataFrame(fold["no_tta"]["per_image"])
         for src, v in df.groupby("data_source")["dice"].mean().items():
             per_source.setdefault(str(src), []).append(float(v))
-    return {src: {"per_fold": v, "mean": float(np.mean(v)), "std": float(np.std(v))} for src, v in per_source.items()}
+    out = {}
+    for src, v in per_source.items():
+        mean, std = mean_std(v)
+        out[src] = {"per_fold": v, "mean": mean, "std": std}
+    return out
 
 
 def family_overrides(items: list[str], families: dict[str, list[str]]) -> dict[str, dict]:
