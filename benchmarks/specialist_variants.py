@@ -11,6 +11,8 @@ recipe's 20 minutes) and scored on the same held-out images of the family, thres
   detail 256 @ 2  256 px tiles at 2 µm/px (kidney: 0.5 mm seen, a glomerulus ~100 px instead of ~50)
   mid 256 @ 3     256 px tiles at 3 µm/px (kidney: 0.77 mm seen, a glomerulus ~67 px; cheap steps)
   mid 320 @ 3     320 px tiles at 3 µm/px (kidney: 0.96 mm seen)
+  mid 320 @ 3 zoom 2  the same, but an image smaller than a tile at 3 µm/px is seen up to 2x finer, so that
+                  it fills the tile (``small_image_zoom``: AIDPATH's 0.5 mm crops at 1.6 µm/px, HuBMAP unchanged)
   lite1, lite2    the wider and deeper EfficientNet-Lite1 / Lite2 from the same offline ImageNet release
 
 Folds run in order with the variants interleaved inside each fold, so load drifts hit them alike; folds 0-3
@@ -48,6 +50,7 @@ VARIANTS: dict[str, dict] = {
     "detail 256 @ 2": dict(tile_size=256, target_mpp=2.0),
     "mid 256 @ 3": dict(tile_size=256, target_mpp=3.0),
     "mid 320 @ 3": dict(tile_size=320, target_mpp=3.0),
+    "mid 320 @ 3 zoom 2": dict(tile_size=320, target_mpp=3.0, small_image_zoom=2.0),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
 }

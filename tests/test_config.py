@@ -79,3 +79,20 @@ def test_every_config_field_has_a_cli_flag():
     flags = {s for a in train._actions for s in a.option_strings}
     for name in config_field_names():
         assert "--" + name.replace("_", "-") in flags, name
+
+
+def test_small_image_zoom_fills_the_tile_within_its_bounds():
+    from ftuseg.config import make_config
+
+    cfg = make_config("tiled", tile_size=320, target_mpp=3.0, organ_mpp={}, small_image_zoom=2.0)
+    assert cfg.image_mpp("kidney", 1024, 1024, 0.5) == 1.6  # a 0.5 mm crop: its 512 µm fill 320 px
+    assert cfg.image_mpp("kidney", 1200, 1600, 1.0) == 3.0  # 400 px at 3 µm/px: more than a tile, unchanged
+    assert cfg.image_mpp("kidney", 512, 2048, 0.5) == 1.5  # the shorter side decides; at most 2x finer
+    assert cfg.image_mpp("kidney", 100, 100, 2.0) == 2.0  # never finer than the image's own pixels
+    assert cfg.image_mpp("kidney", 100, 100, 6.0) == 3.0  # an image coarser than the target is not touched
+    assert make_config("tiled", tile_size=320, target_mpp=3.0, organ_mpp={}).image_mpp("kidney", 1024, 1024, 0.5) == 3.0
+    one = cfg.for_image("kidney", 1024, 1024, 0.5)
+    assert (one.mpp_for("kidney"), one.small_image_zoom) == (1.6, 1.0) and cfg.mpp_for("kidney") == 3.0
+    assert cfg.for_image("kidney", 1200, 1600, 1.0) is cfg
+    with pytest.raises(FtusegError, match="small_image_zoom"):
+        make_config("tiled", small_image_zoom=0.5)

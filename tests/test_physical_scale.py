@@ -91,3 +91,30 @@ def test_multiscale_tta_is_the_mean_of_its_scales_in_the_image_grid():
     coarse = Predictor([Member(opening_model, replace(base, tta_scales=[1.0, 2.0]))])
     assert RegionPredictor(coarse, ArraySlideReader(img, 1.0), 1.0, "kidney").halo == 128
     assert RegionPredictor(predictor, ArraySlideReader(img, 1.0), 1.0, "kidney").halo == 64
+
+
+def test_small_image_zoom_sees_an_image_smaller_than_a_tile_finer():
+    # 40 x 40 µm around the 11 µm object, at 0.5 µm/px: 40 px at 1 µm/px, less than the 64 px tile
+    crop = scene(0.5)[240:320, 240:320]
+    plain = tiny_config(preset="tiled", target_mpp=1.0, tile_size=64, organ_mpp={})
+    zoomed = plain.replace(small_image_zoom=2.0)
+    assert plain.image_mpp("kidney", 80, 80, 0.5) == 1.0 and zoomed.image_mpp("kidney", 80, 80, 0.5) == 0.625
+    # at 1 µm/px the object is 11 px wide and the opening removes it; at 0.625 µm/px it is 17.6 px and stays
+    assert member_proba(Member(opening_model, plain), crop, 0.5, "kidney")[40, 40] < 0.5
+    assert member_proba(Member(opening_model, zoomed), crop, 0.5, "kidney")[40, 40] > 0.5
+    # the whole 200 µm scene fills several tiles at 1 µm/px: the zoom leaves it alone
+    big = scene(0.5)
+    np.testing.assert_array_equal(member_proba(Member(opening_model, zoomed), big, 0.5, "kidney"),
+                                  member_proba(Member(opening_model, plain), big, 0.5, "kidney"))
+
+
+def test_small_image_zoom_takes_the_same_route_in_memory_and_from_a_reader():
+    from ftuseg.inference.postprocess import Thresholds
+    from ftuseg.inference.predictor import Predictor
+
+    crop = scene(0.5)[240:320, 240:320]
+    member = Member(opening_model, tiny_config(preset="tiled", target_mpp=1.0, tile_size=64, organ_mpp={},
+                                               small_image_zoom=2.0))
+    through_reader = Predictor([member], Thresholds(0.5, 0.0, {"kidney": {}})).predict_proba(crop, 0.5, "kidney")
+    np.testing.assert_array_equal(through_reader, member_proba(member, crop, 0.5, "kidney"))
+    assert through_reader[40, 40] > 0.5

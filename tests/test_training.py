@@ -145,6 +145,33 @@ def test_tile_dataset_is_lazy_and_physical(synth_data):
     assert hits >= 5  # centred on FTU pixels when fg_fraction = 1
 
 
+def test_training_tiles_of_a_small_image_span_its_shorter_side_under_small_image_zoom(synth_data, monkeypatch):
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training import datasets
+
+    table = load_table(synth_data, "train", need_rle=True).iloc[:4]
+    spans = []
+    real = datasets.window_at_tile_scale
+
+    def spy(arr, y0, x0, src, tile, resize):
+        spans.append((src, min(arr.shape[:2])))
+        return real(arr, y0, x0, src, tile, resize)
+
+    monkeypatch.setattr(datasets, "window_at_tile_scale", spy)
+    # 64 px tiles at 4x the coarsest synthetic pixel size: every 96-160 px image is less than one tile
+    px = float(table["pixel_size"].max())
+    plain = tiny_config(preset="tiled", target_mpp=4 * px, organ_mpp={}, scale_jitter=0.0)
+    for cfg, zoom in ((plain, None), (plain.replace(small_image_zoom=8.0), 8.0)):
+        spans.clear()
+        ds = datasets.TileDataset(table, cfg, length=8)
+        for i in range(8):
+            assert ds[i][0].shape == (3, 64, 64)
+        if zoom is None:  # a window larger than the image: the rest of the tile is mirrored padding
+            assert all(src > short for src, short in spans)
+        else:  # the image's shorter side fills the tile
+            assert all(src == short for src, short in spans)
+
+
 def test_tile_dataset_cache_stays_within_its_byte_budget(synth_data):
     from ftuseg.io.dataset import load_table
     from ftuseg.training.datasets import TileDataset

@@ -42,6 +42,11 @@ class RunConfig:
     target_mpp: float = field(default=1.0, metadata={"help": "resolution the network sees, µm/px (mode tiled)"})
     organ_mpp: dict[str, float] = field(default_factory=dict, metadata={
         "help": "per-organ override of target_mpp, µm/px (kidney=3.0,...)"})
+    # a 1024 px crop at 0.5 µm/px is 171 px at 3 µm/px: in a 320 px tile the rest would be mirrored copies of
+    # it, so such images trade the context they lack for detail (training and inference alike)
+    small_image_zoom: float = field(default=1.0, metadata={
+        "help": "an image whose shorter side is less than one tile at target_mpp is seen up to this many times "
+                "finer, as far as makes it fill the tile (never finer than its own pixels); 1: off"})
     organs: list[str] = field(default_factory=list, metadata={
         "help": "organ specialist: train on and predict these organs only (empty: every organ); "
                 "folds are cut on the whole table first, so specialists of one fold hold out the same images"})
@@ -121,6 +126,8 @@ class RunConfig:
                     self.lr = float(self.lr)
                 except ValueError:
                     raise FtusegError(f"config: lr must be a number or 'auto', got {self.lr!r}") from None
+        if not 1 <= self.small_image_zoom <= 8:
+            raise FtusegError(f"config: small_image_zoom must be in [1, 8], got {self.small_image_zoom}")
         if not 0 < self.decoder_width <= 4:
             raise FtusegError(f"config: decoder_width must be in (0, 4], got {self.decoder_width}")
         from ftuseg.inference.sliding_window import parse_scales, parse_tta
@@ -159,6 +166,26 @@ class RunConfig:
 
     def mpp_for(self, organ: str | None) -> float:
         return float(self.organ_mpp.get(str(organ), self.target_mpp)) if organ is not None else self.target_mpp
+
+    def image_mpp(self, organ: str | None, height: int, width: int, pixel_size: float) -> float:
+        """The µm/px the network sees one ``height x width`` image of ``pixel_size`` µm/px at: :meth:`mpp_for`,
+        or finer (``small_image_zoom``) when the image's shorter side is less than one tile at that scale."""
+        mpp = self.mpp_for(organ)
+        if self.mode != "tiled" or self.small_image_zoom <= 1:
+            return mpp
+        fill = min(height, width) * float(pixel_size) / self.tile_size
+        if fill >= mpp:
+            return mpp
+        return max(fill, mpp / self.small_image_zoom, min(float(pixel_size), mpp))
+
+    def for_image(self, organ: str | None, height: int, width: int, pixel_size: float | None) -> RunConfig:
+        """This config with one image's µm/px (:meth:`image_mpp`) fixed: what inference on that image runs."""
+        if pixel_size is None or self.mode != "tiled" or self.small_image_zoom <= 1:
+            return self
+        mpp = self.image_mpp(organ, height, width, pixel_size)
+        if mpp == self.mpp_for(organ):
+            return self
+        return dataclasses.replace(self, target_mpp=mpp, organ_mpp={}, small_image_zoom=1.0)
 
     def scaled_mpps(self, organ: str | None) -> list[float]:
         """The µm/px of each multi-scale TTA pass for ``organ`` (one, at :meth:`mpp_for`, by default)."""

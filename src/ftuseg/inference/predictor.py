@@ -17,6 +17,7 @@ from ftuseg.inference.postprocess import Thresholds
 from ftuseg.inference.region import (
     OrganRoute,
     RegionPredictor,
+    member_for_image,
     member_window_proba,
     organ_route,
     whole_box,
@@ -38,6 +39,7 @@ class Member:
 
 def member_proba(member: Member, image: np.ndarray, pixel_size: float | None, organ: str | None) -> np.ndarray:
     """Probability map (H, W) in the image's own pixel grid for one member."""
+    member = member_for_image(member, image.shape[0], image.shape[1], pixel_size, organ)
     return member_window_proba(member, image, pixel_size, organ)[0]
 
 

@@ -14,6 +14,7 @@ a whole slide on this machine or on a Ray worker: each is a box of a :class:`Sli
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,13 @@ def organ_route(cfgs: Sequence[RunConfig], thresholds: Thresholds, organ: str | 
 
 
 # ------------------------------------------------------------------------------------------------
+def member_for_image(member: Member, height: int, width: int, pixel_size: float | None, organ: str | None) -> Member:
+    """``member`` with its µm/px fixed for one whole ``height x width`` image (``small_image_zoom``: an image
+    smaller than a tile is seen finer); the member itself when nothing changes."""
+    cfg = member.cfg.for_image(organ, height, width, pixel_size)
+    return member if cfg is member.cfg else dataclasses.replace(member, cfg=cfg)
+
+
 def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | None, organ: str | None,
                         out_box: Box | None = None,
                         keep_for: Callable[[tuple[int, int]], KeepFn | None] | None = None,
@@ -161,7 +169,9 @@ class RegionPredictor:
         self.pixel_size = pixel_size
         self.organ = organ
         self.tissue = tissue
-        self.members = predictor.members_for(organ)  # organ specialists are routed here, once per image
+        # organ specialists are routed here, once per image, each at its µm/px for this image's size
+        self.members = [member_for_image(m, reader.height, reader.width, pixel_size, organ)
+                        for m in predictor.members_for(organ)]
         self.halo = 0
         for m in self.members:  # one network tile of context at each model's resolution (its coarsest scale)
             if m.cfg.mode == "tiled" and pixel_size is not None:

@@ -151,7 +151,9 @@ class TileDataset(Dataset):
         cy, cx = self._centre(rng, mask, fg, tissue, roi)
         tile = self.cfg.tile_size
         jitter = 1.0 + (rng.random() * 2 - 1) * self.cfg.scale_jitter
-        factor = scale_factor(float(row["pixel_size"]), self.cfg.mpp_for(row.get("organ"))) * jitter
+        pixel_size = float(row["pixel_size"])
+        mpp = self.cfg.image_mpp(row.get("organ"), mask.shape[0], mask.shape[1], pixel_size)
+        factor = scale_factor(pixel_size, mpp) * jitter
         src = max(2, int(round(tile / factor)))  # source pixels that map onto the tile
         y0, x0 = int(cy) - src // 2, int(cx) - src // 2
         crop_img = window_at_tile_scale(img, y0, x0, src, tile, resize_image)
