@@ -14,10 +14,9 @@ a whole slide on this machine or on a Ray worker: each is a box of a :class:`Sli
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
@@ -95,7 +94,7 @@ def member_for_image(member: Member, height: int, width: int, pixel_size: float 
     """``member`` with its µm/px fixed for one whole ``height x width`` image (``small_image_zoom``: an image
     smaller than a tile is seen finer); the member itself when nothing changes."""
     cfg = member.cfg.for_image(organ, height, width, pixel_size)
-    return member if cfg is member.cfg else dataclasses.replace(member, cfg=cfg)
+    return member if cfg is member.cfg else replace(member, cfg=cfg)
 
 
 def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | None, organ: str | None,
