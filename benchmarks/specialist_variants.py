@@ -25,6 +25,10 @@ after every fold (``--resume`` keeps the folds already there). The README's runs
         --out benchmarks/results/kidney_detail.json
     python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,mid 256 @ 3,mid 320 @ 3" \
         --out benchmarks/results/kidney_mid.json
+    python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,mid 320 @ 3,mid 320 @ 3 zoom 2" \
+        --out benchmarks/results/kidney_zoom.json
+    python benchmarks/specialist_variants.py --folds 3 --variants "mid 320 @ 3,mid 320 @ 3 zoom 2" \
+        --out benchmarks/results/kidney_zoom_fold3.json
 
 An earlier session's two-resolution model (a context encoder at 8 µm/px beside a 256 px @ 2 µm/px tile;
 ``kidney_variants.json``) was measured with this script, then ``kidney_variants.py``, at commit 2c2a20c

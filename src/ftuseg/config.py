@@ -180,9 +180,7 @@ class RunConfig:
 
     def for_image(self, organ: str | None, height: int, width: int, pixel_size: float | None) -> RunConfig:
         """This config with one image's µm/px (:meth:`image_mpp`) fixed: what inference on that image runs."""
-        if pixel_size is None or self.mode != "tiled" or self.small_image_zoom <= 1:
-            return self
-        mpp = self.image_mpp(organ, height, width, pixel_size)
+        mpp = self.image_mpp(organ, height, width, pixel_size) if pixel_size is not None else self.mpp_for(organ)
         if mpp == self.mpp_for(organ):
             return self
         return dataclasses.replace(self, target_mpp=mpp, organ_mpp={}, small_image_zoom=1.0)
