@@ -11,8 +11,13 @@ run resumes with --resume, skipping the folds already in the JSON).
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post   # the README's run
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --d4 --ema 0.98 \
         --out benchmarks/results/recipe_folds_variants.json   # D4 TTA, EMA weights, last checkpoint, paired
-    python benchmarks/recipe_folds.py --set glomeruli.tile_size=320 --set glomeruli.target_mpp=3 \
-        --out benchmarks/results/recipe_folds_kidney3um.json   # a candidate recipe: one family changed
+    python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post \
+        --set glomeruli.tile_size=320 --set glomeruli.target_mpp=3 --set glomeruli.small_image_zoom=2 \
+        --out benchmarks/results/recipe_folds_kidney3um_zoom.json   # a candidate recipe: one family changed
+
+The first two README runs were made while the recipe's kidney specialist was 384 px at 4 µm/px;
+``--set glomeruli.tile_size=384 --set glomeruli.target_mpp=4 --set glomeruli.small_image_zoom=1`` reruns
+that recipe. The third is the candidate that replaced it (today's recipe; ``--set`` changes nothing now).
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.
@@ -108,7 +113,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget per fold (all families together)")
     ap.add_argument("--shares", default="glomeruli=0.55,glands=0.45",
-                    help="each family's share of the per-fold budget (384 px kidney tiles cost ~2x a 256 px one)")
+                    help="each family's share of the per-fold budget")
     ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
     ap.add_argument("--runs", type=Path, default=None,
                     help="fold run folders (default: runs/recipe_folds, or runs/<--out's name> with --set)")

@@ -1,12 +1,15 @@
 """A recipe specialist against variants of it, paired: same folds, same minutes, one run.
 
-Every variant is the recipe's specialist of ``--family`` (glomeruli: kidney, 384 px tiles at 4 µm/px, 11
-minutes per fold; glands: colon and prostate, 256 px at 1-2 µm/px, 9 minutes; both an ImageNet
-EfficientNet-Lite0 U-Net, checkpoint chosen on an inner split of the fold's training part) with some config
-fields changed, trained under the same wall-clock budget per fold (default: the family's share of the
-recipe's 20 minutes) and scored on the same held-out images of the family, threshold 0.5, no TTA:
+Every variant is the recipe's specialist of ``--family`` (glomeruli: kidney, 320 px tiles at 3 µm/px
+with crops smaller than a tile seen up to 2x finer, 11 minutes per fold; glands: colon and prostate, 256 px
+at 1-2 µm/px, 9 minutes; both an ImageNet EfficientNet-Lite0 U-Net, checkpoint chosen on an inner split of
+the fold's training part) with some config fields changed, trained under the same wall-clock budget per
+fold (default: the family's share of the recipe's 20 minutes) and scored on the same held-out images of
+the family, threshold 0.5, no TTA:
 
   recipe          the recipe as ``ftuseg fit`` trains it
+  context 384 @ 4  384 px tiles at 4 µm/px, no zoom (kidney: ~1.5 mm seen; the recipe's kidney specialist
+                  until 320 px @ 3 µm/px with the zoom replaced it)
   decoder 0.5     U-Net decoder at half width (``decoder_width=0.5``): cheaper steps, so more of them
   detail 256 @ 2  256 px tiles at 2 µm/px (kidney: 0.5 mm seen, a glomerulus ~100 px instead of ~50)
   mid 256 @ 3     256 px tiles at 3 µm/px (kidney: 0.77 mm seen, a glomerulus ~67 px; cheap steps)
@@ -30,6 +33,10 @@ after every fold (``--resume`` keeps the folds already there). The README's runs
     python benchmarks/specialist_variants.py --folds 3 --variants "mid 320 @ 3,mid 320 @ 3 zoom 2" \
         --out benchmarks/results/kidney_zoom_fold3.json
 
+Every README run above but the last two was made while ``recipe`` meant 384 px at 4 µm/px (today's
+``context 384 @ 4``) and the tile variants had no zoom to switch off; ``git checkout a29858e`` reruns them
+exactly as they were.
+
 An earlier session's two-resolution model (a context encoder at 8 µm/px beside a 256 px @ 2 µm/px tile;
 ``kidney_variants.json``) was measured with this script, then ``kidney_variants.py``, at commit 2c2a20c
 and removed after it lost.
@@ -51,9 +58,11 @@ LOCKED_FOLD = 4
 VARIANTS: dict[str, dict] = {
     "recipe": {},
     "decoder 0.5": dict(decoder_width=0.5),
-    "detail 256 @ 2": dict(tile_size=256, target_mpp=2.0),
-    "mid 256 @ 3": dict(tile_size=256, target_mpp=3.0),
-    "mid 320 @ 3": dict(tile_size=320, target_mpp=3.0),
+    # the tile variants switch the recipe's small-image zoom off, so that each is the setting its name says
+    "context 384 @ 4": dict(tile_size=384, target_mpp=4.0, small_image_zoom=1.0),
+    "detail 256 @ 2": dict(tile_size=256, target_mpp=2.0, small_image_zoom=1.0),
+    "mid 256 @ 3": dict(tile_size=256, target_mpp=3.0, small_image_zoom=1.0),
+    "mid 320 @ 3": dict(tile_size=320, target_mpp=3.0, small_image_zoom=1.0),
     "mid 320 @ 3 zoom 2": dict(tile_size=320, target_mpp=3.0, small_image_zoom=2.0),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),

@@ -8,7 +8,8 @@ data loading (benchmarks/tile_loading.py measures that), for:
   decoder width  1.0 vs 0.5 (decoder channels halved)
   tile size      256 px vs 192 px covering the same field of view at 4/3 the µm/px
   torch.compile  on the best eager variant, where it compiles
-  kidney         EfficientNet-Lite0 at 384 px, the recipe's kidney tile
+  kidney         EfficientNet-Lite0 at 384 px, the recipe's kidney tile when the README's run was made
+                 (today's is 320 px at 3 µm/px)
 Reports tiles/s and field of view per second (tile area in units of a 256 px tile), the machine's CPU
 model and flags, threads and load before and after. Writes benchmarks/results/train_speed.json.
 
@@ -77,8 +78,9 @@ def main() -> None:
                              decoder_width=0.5, tile=256))
         variants.append(dict(encoder=encoder, precision=precisions[-1][0], channels_last=best_cl, bf16=best_bf16,
                              decoder_width=1.0, tile=192))
-    # the recipe's kidney tile: 384 px at 4 µm/px (its two-resolution rival, a 256 px tile with a x4 context
-    # encoder, was timed here at commit ccfb9c2 and removed with it: README, "Kidney at full detail")
+    # the recipe's kidney tile of the README's run: 384 px at 4 µm/px (its two-resolution rival, a 256 px
+    # tile with a x4 context encoder, was timed here at commit ccfb9c2 and removed with it: README, "Kidney
+    # at full detail")
     label, cl, bf16 = precisions[-1]
     variants.append(dict(encoder="tu-tf_efficientnet_lite0", precision=label, channels_last=cl, bf16=bf16,
                          decoder_width=1.0, tile=384))

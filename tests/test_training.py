@@ -340,7 +340,10 @@ def test_recipe_config_is_the_pretrained_specialist_recipe():
     assert recipe_groups(["kidney", "lung", "prostate"]) == {"glomeruli": ["kidney"], "glands": ["prostate"],
                                                               "lung": ["lung"]}
     kidney = recipe_config("glomeruli", ["kidney"])
-    assert kidney.encoder_weights == "imagenet-lite0" and kidney.mpp_for("kidney") * kidney.tile_size >= 1500
+    assert kidney.encoder_weights == "imagenet-lite0" and kidney.mpp_for("kidney") * kidney.tile_size >= 900
+    # a HuBMAP image (1200 px at ~1 µm/px) is seen at the family's µm/px; a 0.5 mm AIDPATH crop finer, filling a tile
+    assert kidney.image_mpp("kidney", 1200, 1200, 1.0) == kidney.mpp_for("kidney")
+    assert kidney.image_mpp("kidney", 1024, 1024, 0.5) * kidney.tile_size == 512
     glands = recipe_config("glands", ["largeintestine"])
     assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
     assert recipe_config("lung").organs == ["lung"]

@@ -1,11 +1,12 @@
 """The best recipe, end to end: organ-specialist fold runs from an ImageNet encoder, then post-processing
 tuned out of fold. ``ftuseg fit DATA --out DIR --minutes M`` is this module's :func:`train_recipe`.
 
-The recipe is what the shipped models are trained with (benchmarks/zoo_train.py reads it from here):
-an EfficientNet-Lite0 U-Net from the offline ImageNet checkpoint, one specialist per FTU family
-(kidney sees ~1.5 mm per tile, since context tells a glomerulus from the renal capsule; glands see
-0.25-0.5 mm at finer detail), checkpoints chosen on an inner split of each fold's training part, and
-per-organ threshold, minimum object area and hole filling tuned on the out-of-fold probabilities.
+The recipe is what the shipped models are trained with (benchmarks/zoo_train.py reads it from here): an
+EfficientNet-Lite0 U-Net from the offline ImageNet checkpoint, one specialist per FTU family (kidney at
+3 µm/px on 320 px tiles: ~1 mm of context per tile with a glomerulus ~67 px across, and a crop smaller than
+a tile seen up to 2x finer; glands see 0.25-0.5 mm at finer detail), checkpoints chosen on an inner split
+of each fold's training part, and per-organ threshold, minimum object area and hole filling tuned on the
+out-of-fold probabilities.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ RECIPE_COMMON: dict[str, Any] = dict(
 )
 # FTU families: each trains one specialist. Organs of the data that no family names get one of their own.
 RECIPE_GROUPS: dict[str, dict[str, Any]] = {
-    "glomeruli": dict(organs=["kidney"], tile_size=384, target_mpp=4.0, organ_mpp={}),
+    # kidney: 320 px at 3 µm/px with small crops seen up to 2x finer beat 384 px at 4 µm/px at equal minutes
+    # (benchmarks/results/kidney_zoom.json; full protocol in recipe_folds_kidney3um_zoom.json)
+    "glomeruli": dict(organs=["kidney"], tile_size=320, target_mpp=3.0, small_image_zoom=2.0, organ_mpp={}),
     "glands": dict(organs=["largeintestine", "prostate"], tile_size=256, target_mpp=2.0,
                    organ_mpp={"largeintestine": 1.0}),
 }
