@@ -44,9 +44,23 @@ def summarise(per_image: pd.DataFrame) -> dict:
     return dice_breakdown(per_image)
 
 
-def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: bool = False,
+def train_and_score(cfg, data: Path, run_dir: Path, tta: bool | str = False, resume: bool = False,
                     tune_post: bool = False, variants: tuple[tuple[str, str, str, bool | str], ...] = ()) -> dict:
-    """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold.
+    """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold
+    (``score_run``)."""
+    from ftuseg.training.trainer import train
+
+    t0 = time.perf_counter()
+    res = train(cfg, data, run_dir, resume=resume, progress=True, save_oof_probs=False)
+    out = {"preset": cfg.preset, "train_seconds": time.perf_counter() - t0, "epochs": res.epochs, "steps": res.steps,
+           "lr": res.lr, "history": res.history}
+    return {**out, **score_run(data, run_dir, tta=tta, tune_post=tune_post, variants=variants)}
+
+
+def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: bool = False,
+              variants: tuple[tuple[str, str, str, bool | str], ...] = ()) -> dict:
+    """Score a trained run's best checkpoint on its held-out fold, at threshold 0.5 (``no_tta``) and, with
+    ``tta``, also with TTA (``tta``: True for flips, or ``"d4"``).
 
     ``variants`` are further scorings of the same run, each ``(name, checkpoint, weights, tta)``: e.g.
     ``("last_ema", "last", "ema", False)`` scores the moving-average weights of the last checkpoint.
@@ -59,20 +73,16 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool = False, resume: b
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.threshold_tuning import tune_on_probs
     from ftuseg.models.checkpoint import load_run_model
-    from ftuseg.training.trainer import evaluate_images, selection_split, split_table, train
+    from ftuseg.training.trainer import evaluate_images, selection_split, split_table
 
-    t0 = time.perf_counter()
-    res = train(cfg, data, run_dir, resume=resume, progress=True, save_oof_probs=False)
-    train_s = time.perf_counter() - t0
-    table, train_idx, val_idx = split_table(cfg, data)
-    select_idx = selection_split(cfg, table, train_idx)[1] if tune_post else np.arange(0)
+    model, run_cfg = load_run_model(run_dir, "best")
+    table, train_idx, val_idx = split_table(run_cfg, data)
+    select_idx = selection_split(run_cfg, table, train_idx)[1] if tune_post else np.arange(0)
     if tune_post and len(select_idx) == 0:
         raise SystemExit(f"{run_dir}: no inner selection split to tune post-processing on")
-    model, run_cfg = load_run_model(run_dir, "best")
-    out = {"preset": cfg.preset, "train_seconds": train_s, "epochs": res.epochs, "steps": res.steps, "lr": res.lr,
-           "history": res.history}
+    out: dict = {}
     heldout = table.iloc[val_idx]
-    for name, use_tta in (("no_tta", False), ("tta", True)) if tta else (("no_tta", False),):
+    for name, use_tta in (("no_tta", False), ("tta", tta)) if tta else (("no_tta", False),):
         tile_fn = TorchTileFn(model, "cpu", tta=use_tta)
         t1 = time.perf_counter()
         scores, probs = evaluate_images(tile_fn, run_cfg, heldout, progress=True, keep_proba=tune_post)

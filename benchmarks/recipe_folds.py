@@ -14,10 +14,15 @@ run resumes with --resume, skipping the folds already in the JSON).
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post \
         --set glomeruli.tile_size=320 --set glomeruli.target_mpp=3 --set glomeruli.small_image_zoom=2 \
         --out benchmarks/results/recipe_folds_kidney3um_zoom.json   # a candidate recipe: one family changed
+    python benchmarks/recipe_folds.py --score-only --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \
+        --tta d4 --tune-post --out benchmarks/results/recipe_folds_kidney3um_zoom_d4.json   # its runs, D4 TTA
 
 The first two README runs were made while the recipe's kidney specialist was 384 px at 4 µm/px;
 ``--set glomeruli.tile_size=384 --set glomeruli.target_mpp=4 --set glomeruli.small_image_zoom=1`` reruns
 that recipe. The third is the candidate that replaced it (today's recipe; ``--set`` changes nothing now).
+
+``--score-only`` trains nothing: it re-scores finished fold runs (refusing any whose config is not the recipe's
+under the given settings), e.g. with another TTA; the steps and seconds recorded are the runs' own.
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.
@@ -33,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 from accuracy import markdown_table, merge_specialists, pooled_row
 
-from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, train_and_score, write_json
+from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, score_run, train_and_score, write_json
 
 LOCKED_FOLD = 4
 OUT = RESULTS / "recipe_folds.json"
@@ -52,8 +57,9 @@ def summary_rows(results: dict) -> list[dict]:
     """Pooled folds 0-3 and locked fold 4 rows (with and without TTA), per organ and data source."""
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
-    for tta in score_names(results["tta"], results.get("tune_post", False), variant_names(results)):
-        suffix = SUFFIX[tta]
+    for tta in score_names(bool(results["tta"]), results.get("tune_post", False), variant_names(results)):
+        suffix = SUFFIX[tta].replace(" TTA", " D4 TTA") if results["tta"] == "d4" and tta.startswith("tta") \
+            else SUFFIX[tta]
         if pooled:
             recs = [r for k in pooled for r in results["folds"][k][tta]["per_image"]]
             rows.append(pooled_row(f"pooled folds {','.join(sorted(pooled))}{suffix}", recs))
@@ -92,6 +98,24 @@ def fold_spread(results: dict) -> dict:
     return out
 
 
+def trained_run(cfg, run_dir: Path) -> dict:
+    """What ``train_and_score`` records about training, read back from a finished run folder trained with ``cfg``
+    (any other config stops the run: its scores would not be the recipe's under these settings)."""
+    from ftuseg.config import load_config
+
+    info_path, cfg_path = run_dir / "run_info.json", run_dir / "config.yaml"
+    if not (info_path.exists() and cfg_path.exists() and (run_dir / "best.pt").exists()):
+        raise SystemExit(f"{run_dir}: not a finished run (config.yaml, run_info.json, best.pt); train it first")
+    saved, wanted = load_config(cfg_path).to_dict(), cfg.to_dict()
+    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if changed:
+        diffs = ", ".join(f"{k}={saved.get(k)!r}, here {wanted[k]!r}" for k in changed)
+        raise SystemExit(f"{run_dir}: trained with another config ({diffs})")
+    info = json.loads(info_path.read_text())
+    return {"preset": cfg.preset, "train_seconds": info["seconds"], "steps": info["steps"],
+            "trained_on": info["machine"]}
+
+
 def family_overrides(items: list[str], families: dict[str, list[str]]) -> dict[str, dict]:
     """``--set FAMILY.FIELD=VALUE`` items -> {family: {field: value}}, values read as YAML scalars."""
     import yaml
@@ -117,7 +141,9 @@ def main() -> None:
     ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
     ap.add_argument("--runs", type=Path, default=None,
                     help="fold run folders (default: runs/recipe_folds, or runs/<--out's name> with --set)")
-    ap.add_argument("--tta", action="store_true", help="also score with flip TTA (4x the prediction time)")
+    ap.add_argument("--tta", nargs="?", const="flip", default=None, choices=("flip", "d4"),
+                    help="also score with TTA: flips (4x the prediction time; the default of a bare --tta) or d4 "
+                         "(8 flips and transposes, the recipe's TTA)")
     ap.add_argument("--tune-post", action="store_true",
                     help="also score with per-organ threshold, min area and hole filling tuned on each run's inner "
                          "selection split (the recipe's post-processing step, never fitted on the reported fold)")
@@ -130,7 +156,12 @@ def main() -> None:
                          "recorded in the JSON")
     ap.add_argument("--out", type=Path, default=OUT, help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the folds already in the results JSON")
+    ap.add_argument("--score-only", action="store_true",
+                    help="train nothing: score the fold runs already in --runs (their config must be the recipe's "
+                         "under these settings); steps, tiles and training seconds come from each run's run_info.json")
     args = ap.parse_args()
+    # the JSON keeps True for flips (as older results files have it), "d4" for dihedral TTA
+    tta = {None: False, "flip": True, "d4": "d4"}[args.tta]
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
 
@@ -152,15 +183,15 @@ def main() -> None:
     runs = args.runs or RESULTS / "runs" / ("recipe_folds" if not overrides else args.out.stem)
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
-                     "families": groups, "locked_fold": LOCKED_FOLD, "tta": args.tta, "tune_post": args.tune_post,
+                     "families": groups, "locked_fold": LOCKED_FOLD, "tta": tta, "tune_post": args.tune_post,
                      "d4": args.d4, "ema_decay": args.ema,
-                     "family_overrides": overrides, "targets": TARGETS, "folds": {},
+                     "family_overrides": overrides, "targets": TARGETS, "score_only": args.score_only, "folds": {},
                      "machine_before": machine()}
     if args.resume and args.out.exists():
         old = json.loads(args.out.read_text())
         if ((old["budget_minutes_per_fold"], old["shares"], old["tta"], old.get("tune_post", False),
              old.get("d4", False), old.get("ema_decay", 0.0), old.get("family_overrides", {}))
-                != (args.minutes, shares, args.tta, args.tune_post, args.d4, args.ema, overrides)):
+                != (args.minutes, shares, tta, args.tune_post, args.d4, args.ema, overrides)):
             raise SystemExit(f"--resume: {args.out} was run with other settings")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
@@ -171,12 +202,18 @@ def main() -> None:
         for name, organs in groups.items():
             cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1,
                                 ema_decay=args.ema, **overrides.get(name, {}))
-            res = train_and_score(cfg, args.data, runs / f"{name}-fold{k}", tta=args.tta,
-                                  tune_post=args.tune_post, variants=variants(args.d4, args.ema))
+            run_dir = runs / f"{name}-fold{k}"
+            if args.score_only:
+                res = {**trained_run(cfg, run_dir),
+                       **score_run(args.data, run_dir, tta=tta, tune_post=args.tune_post,
+                                   variants=variants(args.d4, args.ema))}
+            else:
+                res = train_and_score(cfg, args.data, run_dir, tta=tta, tune_post=args.tune_post,
+                                      variants=variants(args.d4, args.ema))
             res["config"] = cfg.to_dict()
             parts.append(res)
         merged = merge_specialists(parts, list(groups.values()),
-                                   scores=score_names(args.tta, args.tune_post, variant_names(results)))
+                                   scores=score_names(bool(tta), args.tune_post, variant_names(results)))
         merged.update({"steps": {n: p["steps"] for n, p in zip(groups, parts, strict=True)},
                        "tiles": {n: p["steps"] * p["config"]["batch_size"] for n, p in zip(groups, parts, strict=True)},
                        "machine_before": before, "machine_after": machine()})

@@ -94,11 +94,17 @@ def reproduction(folds: dict, recorded: Path, tta: str) -> dict | None:
     """How far the set {1} lies from the figures ``recorded`` (recipe_folds' own scoring) holds per image."""
     if not recorded.exists():
         return None
-    key = {"d4": "tta_d4", "flip": "tta", "none": "no_tta"}[tta]
-    old = json.loads(recorded.read_text())["folds"]
+    recorded_json = json.loads(recorded.read_text())
+    old = recorded_json["folds"]
+    # recipe_folds.py keeps D4 under "tta" when it ran with --tta d4, else under its "tta_d4" variant
+    key = {"d4": "tta" if recorded_json.get("tta") == "d4" else "tta_d4", "flip": "tta", "none": "no_tta"}[tta]
+    if tta == "flip" and recorded_json.get("tta") == "d4":
+        return None
     diffs = [abs(r["dice"]["1"] - o["dice"]) for k in folds if k in old and key in old[k]
              for fam in FAMILIES for r, o in [(r, next(o for o in old[k][key]["per_image"] if o["id"] == r["id"]))
                                               for r in folds[k][fam]["per_image"]]]
+    if not diffs:
+        return None
     return {"file": recorded.name, "scoring": key, "images": len(diffs), "max_abs_dice_difference": max(diffs)}
 
 
