@@ -8,7 +8,10 @@ The set with the highest pooled mean Dice on folds 0-3 is chosen before locked f
 fewer passes); fold 4 then reports every set once. The set {1} reproduces the recipe's own D4 scoring;
 the JSON records how far each image lies from the figure ``--recorded`` holds for it.
 
-    python benchmarks/tta_scales.py   # the README's run (~40 min on a 2-core CPU)
+    python benchmarks/tta_scales.py   # the README's first run (~40 min on a 2-core CPU with AMX)
+    python benchmarks/tta_scales.py --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \
+        --recorded benchmarks/results/recipe_folds_kidney3um_zoom_d4.json \
+        --out benchmarks/results/tta_scales_kidney3um.json   # today's recipe (~71 min on a 2-core EPYC)
 """
 
 from __future__ import annotations
