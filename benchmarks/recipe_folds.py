@@ -58,8 +58,8 @@ def summary_rows(results: dict) -> list[dict]:
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
     for tta in score_names(bool(results["tta"]), results.get("tune_post", False), variant_names(results)):
-        suffix = SUFFIX[tta].replace(" TTA", " D4 TTA") if results["tta"] == "d4" and tta.startswith("tta") \
-            else SUFFIX[tta]
+        d4_tta = results["tta"] == "d4" and tta in ("tta", "tta_tuned")  # --tta d4 scored these with D4
+        suffix = SUFFIX[tta].replace(" TTA", " D4 TTA") if d4_tta else SUFFIX[tta]
         if pooled:
             recs = [r for k in pooled for r in results["folds"][k][tta]["per_image"]]
             rows.append(pooled_row(f"pooled folds {','.join(sorted(pooled))}{suffix}", recs))

@@ -99,10 +99,9 @@ def reproduction(folds: dict, recorded: Path, tta: str) -> dict | None:
         return None
     recorded_json = json.loads(recorded.read_text())
     old = recorded_json["folds"]
-    # recipe_folds.py keeps D4 under "tta" when it ran with --tta d4, else under its "tta_d4" variant
-    key = {"d4": "tta" if recorded_json.get("tta") == "d4" else "tta_d4", "flip": "tta", "none": "no_tta"}[tta]
-    if tta == "flip" and recorded_json.get("tta") == "d4":
-        return None
+    # the TTA of each recipe_folds scoring: "tta" is flips, or D4 in a run made with --tta d4
+    used = {"no_tta": "none", "tta": {True: "flip", "d4": "d4"}.get(recorded_json.get("tta")), "tta_d4": "d4"}
+    key = next((k for k, mode in used.items() if mode == tta), None)
     diffs = [abs(r["dice"]["1"] - o["dice"]) for k in folds if k in old and key in old[k]
              for fam in FAMILIES for r, o in [(r, next(o for o in old[k][key]["per_image"] if o["id"] == r["id"]))
                                               for r in folds[k][fam]["per_image"]]]

@@ -23,7 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, summarise, train_and_score, write_json
+from _common import DEFAULT_DATA, RESULTS, machine, peak_rss_mib, score_run, train_and_score, write_json
 
 LOCKED_FOLD = 4
 
@@ -82,20 +82,16 @@ def main() -> None:
 def score_shipped(name: str, cfg, data: Path) -> dict:
     """The shipped model ``name`` (fp16 weights restored to fp32, its own config) on ``cfg``'s held-out fold,
     threshold 0.5, without and with flip TTA: what a retrained model has to beat."""
-    from ftuseg.inference.engine import TorchTileFn
-    from ftuseg.models.checkpoint import load_run_model
-    from ftuseg.training.trainer import evaluate_images, split_table
+    from ftuseg.config import load_config
+    from ftuseg.training.trainer import split_table
     from ftuseg.zoo.registry import get_model
 
     model_info = get_model(name)
-    model, shipped_cfg = load_run_model(model_info.path)
-    table, _, val_idx = split_table(cfg, data)
-    out = {"sha256": model_info.sha256, "config": shipped_cfg.to_dict()}
-    for key, use_tta in (("no_tta", False), ("tta", True)):
-        scores, _ = evaluate_images(TorchTileFn(model, "cpu", tta=use_tta), shipped_cfg, table.iloc[val_idx],
-                                    progress=True)
-        out[key] = {**summarise(scores), "per_image": scores.to_dict("records")}
-    return out
+    shipped_cfg = load_config(model_info.path / "config.yaml")
+    # score_run splits by the shipped model's own config: it must hold out the same images as cfg
+    if list(split_table(shipped_cfg, data)[2]) != list(split_table(cfg, data)[2]):
+        raise SystemExit(f"{model_info.path}: the shipped model's held-out fold differs from this run's")
+    return {"sha256": model_info.sha256, "config": shipped_cfg.to_dict(), **score_run(data, model_info.path, tta=True)}
 
 
 if __name__ == "__main__":
