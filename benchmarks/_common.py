@@ -45,7 +45,8 @@ def summarise(per_image: pd.DataFrame) -> dict:
 
 
 def train_and_score(cfg, data: Path, run_dir: Path, tta: bool | str = False, resume: bool = False,
-                    tune_post: bool = False, variants: tuple[tuple[str, str, str, bool | str], ...] = ()) -> dict:
+                    tune_post: bool = False, variants: tuple[tuple[str, str, str, bool | str], ...] = (),
+                    save_probs: Path | None = None) -> dict:
     """Train ``cfg`` (its fold, its wall-clock budget), then score the best checkpoint on the held-out fold
     (``score_run``)."""
     from ftuseg.training.trainer import train
@@ -54,11 +55,12 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool | str = False, res
     res = train(cfg, data, run_dir, resume=resume, progress=True, save_oof_probs=False)
     out = {"preset": cfg.preset, "train_seconds": time.perf_counter() - t0, "epochs": res.epochs, "steps": res.steps,
            "lr": res.lr, "history": res.history}
-    return {**out, **score_run(data, run_dir, tta=tta, tune_post=tune_post, variants=variants)}
+    return {**out, **score_run(data, run_dir, tta=tta, tune_post=tune_post, variants=variants,
+                               save_probs=save_probs)}
 
 
 def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: bool = False,
-              variants: tuple[tuple[str, str, str, bool | str], ...] = ()) -> dict:
+              variants: tuple[tuple[str, str, str, bool | str], ...] = (), save_probs: Path | None = None) -> dict:
     """Score a trained run's best checkpoint on its held-out fold, at threshold 0.5 (``no_tta``) and, with
     ``tta``, also with TTA (``tta``: True for flips, or ``"d4"``).
 
@@ -66,13 +68,19 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     ``("last_ema", "last", "ema", False)`` scores the moving-average weights of the last checkpoint.
 
     With ``tune_post`` each scoring (``no_tta``, ``tta``) also gets a ``<name>_tuned`` twin: the same held-out
-    probabilities through per-organ threshold, minimum area and hole filling tuned on the run's inner
-    selection split (part of its training folds, never the reported one) with the same TTA setting."""
+    probabilities through per-organ threshold (the recipe's 0.4-0.6; 0.1-0.9 before post_rules.py chose it),
+    minimum area and hole filling tuned on the run's inner selection split (part of its training folds, never
+    the reported one) with the same TTA setting.
+
+    ``save_probs`` keeps each scoring's probabilities (uint8, 1/255 steps) as ``<save_probs>/<name>/<id>.npz``,
+    the selection split's too under ``tune_post``, so that post-processing rules can be compared later
+    without predicting again (benchmarks/post_rules.py)."""
     from dataclasses import asdict
 
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.threshold_tuning import tune_on_probs
     from ftuseg.models.checkpoint import load_run_model
+    from ftuseg.training.recipe import RECIPE_THRESHOLDS
     from ftuseg.training.trainer import evaluate_images, selection_split, split_table
 
     model, run_cfg = load_run_model(run_dir, "best")
@@ -85,14 +93,20 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     for name, use_tta in (("no_tta", False), ("tta", tta)) if tta else (("no_tta", False),):
         tile_fn = TorchTileFn(model, "cpu", tta=use_tta)
         t1 = time.perf_counter()
-        scores, probs = evaluate_images(tile_fn, run_cfg, heldout, progress=True, keep_proba=tune_post)
+        scores, probs = evaluate_images(tile_fn, run_cfg, heldout, progress=True,
+                                        keep_proba=tune_post or save_probs is not None)
+        if save_probs is not None:
+            save_prob_maps(save_probs / name, probs)
         out[name] = summarise(scores)
         out[name]["predict_seconds"] = time.perf_counter() - t1
         out[name]["per_image"] = scores.to_dict("records")
         if tune_post:
             select = table.iloc[select_idx]
             _, select_probs = evaluate_images(tile_fn, run_cfg, select, keep_proba=True)
-            thresholds, report = tune_on_probs(select_probs, select, source="selection split")
+            if save_probs is not None:
+                save_prob_maps(save_probs / name, select_probs)
+            thresholds, report = tune_on_probs(select_probs, select, source="selection split",
+                                               threshold_grid=RECIPE_THRESHOLDS)
             tuned = rescore(thresholds, heldout, probs, out[name]["per_image"])
             out[f"{name}_tuned"] = {**summarise(pd.DataFrame(tuned)), "per_image": tuned,
                                     "predict_seconds": out[name]["predict_seconds"], "thresholds": asdict(thresholds),
@@ -105,6 +119,43 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
         out[name] = {**summarise(scores), "predict_seconds": time.perf_counter() - t1,
                      "checkpoint": which, "weights": weights, "tta": use_tta, "per_image": scores.to_dict("records")}
     return out
+
+
+def save_prob_maps(folder: Path, probs: dict[str, np.ndarray]) -> None:
+    """Probabilities (float in [0, 1] or uint8) as ``<folder>/<id>.npz`` with one uint8 array ``prob``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for image_id, p in probs.items():
+        if p.dtype != np.uint8:
+            p = np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
+        tmp = folder / f".{image_id}.tmp.npz"
+        np.savez_compressed(tmp, prob=p)
+        tmp.replace(folder / f"{image_id}.npz")
+
+
+def finished_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that trained to its end (the trainer writes the steps last)."""
+    info = run_dir / "run_info.json"
+    return (run_dir / "config.yaml").exists() and (run_dir / "best.pt").exists() and info.exists() \
+        and "steps" in json.loads(info.read_text())
+
+
+def trained_run(cfg, run_dir: Path) -> dict:
+    """What ``train_and_score`` records about training, read back from a finished run folder trained with ``cfg``
+    (any other config stops the run: its scores would not be those of ``cfg``)."""
+    from ftuseg.config import load_config
+
+    info_path, cfg_path = run_dir / "run_info.json", run_dir / "config.yaml"
+    if not finished_run(run_dir):
+        raise SystemExit(f"{run_dir}: not a finished run (config.yaml, best.pt, run_info.json with the steps "
+                         "trained); train it first")
+    saved, wanted = load_config(cfg_path).to_dict(), cfg.to_dict()
+    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if changed:
+        diffs = ", ".join(f"{k}={saved.get(k)!r}, here {wanted[k]!r}" for k in changed)
+        raise SystemExit(f"{run_dir}: trained with another config ({diffs})")
+    info = json.loads(info_path.read_text())
+    return {"preset": cfg.preset, "train_seconds": info["seconds"], "steps": info["steps"],
+            "trained_on": info["machine"]}
 
 
 def rescore(thresholds, rows: pd.DataFrame, probs: dict[str, np.ndarray], records: list[dict]) -> list[dict]:

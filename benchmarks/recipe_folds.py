@@ -23,6 +23,10 @@ that recipe. The third is the candidate that replaced it (today's recipe; ``--se
 
 ``--score-only`` trains nothing: it re-scores finished fold runs (refusing any whose config is not the recipe's
 under the given settings), e.g. with another TTA; the steps and seconds recorded are the runs' own.
+``--save-probs`` keeps the probabilities it scores for benchmarks/post_rules.py.
+
+``--tune-post`` tunes thresholds in the recipe's 0.4-0.6 (``RECIPE_THRESHOLDS``); every JSON above was made
+while it tried 0.1-0.9 (``git checkout 9aebf34`` reruns them so).
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.
@@ -38,7 +42,17 @@ from pathlib import Path
 import pandas as pd
 from accuracy import markdown_table, merge_specialists, pooled_row
 
-from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, score_run, train_and_score, write_json
+from _common import (
+    DEFAULT_DATA,
+    RESULTS,
+    machine,
+    mean_std,
+    peak_rss_mib,
+    score_run,
+    train_and_score,
+    trained_run,
+    write_json,
+)
 
 LOCKED_FOLD = 4
 OUT = RESULTS / "recipe_folds.json"
@@ -98,24 +112,6 @@ def fold_spread(results: dict) -> dict:
     return out
 
 
-def trained_run(cfg, run_dir: Path) -> dict:
-    """What ``train_and_score`` records about training, read back from a finished run folder trained with ``cfg``
-    (any other config stops the run: its scores would not be the recipe's under these settings)."""
-    from ftuseg.config import load_config
-
-    info_path, cfg_path = run_dir / "run_info.json", run_dir / "config.yaml"
-    if not (info_path.exists() and cfg_path.exists() and (run_dir / "best.pt").exists()):
-        raise SystemExit(f"{run_dir}: not a finished run (config.yaml, run_info.json, best.pt); train it first")
-    saved, wanted = load_config(cfg_path).to_dict(), cfg.to_dict()
-    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
-    if changed:
-        diffs = ", ".join(f"{k}={saved.get(k)!r}, here {wanted[k]!r}" for k in changed)
-        raise SystemExit(f"{run_dir}: trained with another config ({diffs})")
-    info = json.loads(info_path.read_text())
-    return {"preset": cfg.preset, "train_seconds": info["seconds"], "steps": info["steps"],
-            "trained_on": info["machine"]}
-
-
 def family_overrides(items: list[str], families: dict[str, list[str]]) -> dict[str, dict]:
     """``--set FAMILY.FIELD=VALUE`` items -> {family: {field: value}}, values read as YAML scalars."""
     import yaml
@@ -154,6 +150,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FAMILY.FIELD=VALUE", dest="sets",
                     help="change one family's recipe config field (repeatable), e.g. glomeruli.target_mpp=3; "
                          "recorded in the JSON")
+    ap.add_argument("--save-probs", action="store_true",
+                    help="keep every scoring's probabilities (held-out, and selection under --tune-post) under "
+                         "<run>/scored/ for benchmarks/post_rules.py")
     ap.add_argument("--out", type=Path, default=OUT, help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the folds already in the results JSON")
     ap.add_argument("--score-only", action="store_true",
@@ -203,13 +202,12 @@ def main() -> None:
             cfg = recipe_config(name, organs, fold=k, max_minutes=args.minutes * shares[name], num_workers=1,
                                 ema_decay=args.ema, **overrides.get(name, {}))
             run_dir = runs / f"{name}-fold{k}"
+            score = dict(tta=tta, tune_post=args.tune_post, variants=variants(args.d4, args.ema),
+                         save_probs=run_dir / "scored" if args.save_probs else None)
             if args.score_only:
-                res = {**trained_run(cfg, run_dir),
-                       **score_run(args.data, run_dir, tta=tta, tune_post=args.tune_post,
-                                   variants=variants(args.d4, args.ema))}
+                res = {**trained_run(cfg, run_dir), **score_run(args.data, run_dir, **score)}
             else:
-                res = train_and_score(cfg, args.data, run_dir, tta=tta, tune_post=args.tune_post,
-                                      variants=variants(args.d4, args.ema))
+                res = train_and_score(cfg, args.data, run_dir, **score)
             res["config"] = cfg.to_dict()
             parts.append(res)
         merged = merge_specialists(parts, list(groups.values()),

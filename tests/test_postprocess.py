@@ -83,12 +83,11 @@ def test_tuning_chooses_to_fill_lumens_when_the_truth_has_them_filled(tmp_path):
     assert report.loc[0, "dice_at_0.5"] < 0.95
 
 
-def test_tuning_in_memory_float_probs_and_per_organ_binarize():
-    """A fold run's inner split is tuned from float probabilities in memory; the result, applied per organ,
-    must reproduce the truth: lumens filled for glands, a low threshold for faint kidney, specks dropped."""
+def faint_kidney_and_open_glands() -> tuple:
+    """Two gland images whose lumens the model missed and two faint kidney images (only a threshold under 0.3
+    finds the glomerulus) with a 4-pixel speck: probabilities, truths and their table."""
     import pandas as pd
 
-    from ftuseg.inference.threshold_tuning import tune_on_probs
     from ftuseg.rle import encode_rle
 
     rows, probs, truths = [], {}, {}
@@ -104,6 +103,34 @@ def test_tuning_in_memory_float_probs_and_per_organ_binarize():
         truths[f"k{i}"] = glom
         rows.append({"id": f"k{i}", "organ": "kidney", "pixel_size": 1.0, "rle": encode_rle(glom)})
     table = pd.DataFrame(rows).assign(img_height=64, img_width=64, data_source="x")
+    return probs, truths, table
+
+
+def test_tuning_on_a_constrained_threshold_grid():
+    """A threshold grid limits what tuning may choose, while the report still scores the plain 0.5."""
+    from ftuseg.errors import FtusegError
+    from ftuseg.inference.threshold_tuning import tune_on_probs
+
+    probs, _, table = faint_kidney_and_open_glands()
+    near_half, report = tune_on_probs(probs, table, threshold_grid=(0.4, 0.45, 0.55, 0.6))
+    assert 0.4 <= near_half.for_organ("kidney")[0] <= 0.6  # the full grid goes under 0.3 for the faint kidney
+    assert near_half.holes_for("largeintestine") > 0  # the lumen gain needs no threshold change
+    by_organ = report.set_index("organ")
+    assert by_organ.loc["kidney", "dice_at_0.5"] == pytest.approx(0.0)  # scored at 0.5, though not in the grid
+    assert 0.5 < by_organ.loc["largeintestine", "dice_at_0.5"] < 1.0
+    assert by_organ.loc["largeintestine", "dice_tuned"] == pytest.approx(1.0)
+    assert near_half.for_organ("largeintestine")[0] != 0.5
+    for bad in ((), (0.0, 0.5), (0.5, 1.0)):
+        with pytest.raises(FtusegError, match="threshold grid"):
+            tune_on_probs(probs, table, threshold_grid=bad)
+
+
+def test_tuning_in_memory_float_probs_and_per_organ_binarize():
+    """A fold run's inner split is tuned from float probabilities in memory; the result, applied per organ,
+    must reproduce the truth: lumens filled for glands, a low threshold for faint kidney, specks dropped."""
+    from ftuseg.inference.threshold_tuning import tune_on_probs
+
+    probs, truths, table = faint_kidney_and_open_glands()
     result, report = tune_on_probs(probs, table)
     assert result.holes_for("largeintestine") > 0 and result.for_organ("kidney")[0] < 0.3
     assert result.for_organ("kidney")[1] > 4  # µm² at 1 µm/px: the speck goes

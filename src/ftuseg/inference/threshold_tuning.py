@@ -62,6 +62,7 @@ def dice_curve(prob_u8: np.ndarray, truth: np.ndarray, grid: np.ndarray = THRESH
 
 def tune_thresholds(
     run_dirs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, save: bool = True,
+    threshold_grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[Thresholds, pd.DataFrame]:
     """Choose a global and a per-organ (threshold, min area, hole filling) maximising mean out-of-fold Dice.
 
@@ -73,7 +74,7 @@ def tune_thresholds(
     table = table[table["id"].astype(str).isin(probs)]
     if table.empty:
         raise FtusegError(f"{data_dir}: none of the out-of-fold ids are in train.csv")
-    result, report = tune_on_probs(probs, table, source="oof")
+    result, report = tune_on_probs(probs, table, source="oof", threshold_grid=threshold_grid)
     if save:
         for run in run_dirs:
             result.save(Path(run) / "thresholds.json")
@@ -82,9 +83,17 @@ def tune_thresholds(
 
 def tune_on_probs(
     probs: dict[str, np.ndarray], table: pd.DataFrame, source: str = "probs",
+    threshold_grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[Thresholds, pd.DataFrame]:
     """:func:`tune_thresholds` on probabilities in memory (uint8 in 1/255 steps, or floats in [0, 1]) for the
-    rows of ``table``: e.g. a fold run's inner selection split, which the reported fold never sees."""
+    rows of ``table``: e.g. a fold run's inner selection split, which the reported fold never sees.
+
+    ``threshold_grid`` are the thresholds tried (the recipe tries 0.4-0.6 only: see
+    ``ftuseg.training.recipe.RECIPE_THRESHOLDS``); ``dice_at_0.5`` in the report is always at 0.5.
+    """
+    grid = np.round(np.asarray(threshold_grid, dtype=float), 4)
+    if grid.size == 0 or (grid <= 0).any() or (grid >= 1).any():
+        raise FtusegError(f"threshold grid must be values in (0, 1), got {list(threshold_grid)}")
     items = []
     for _, row in table.iterrows():
         shape = expected_shape(row)
@@ -95,9 +104,16 @@ def tune_on_probs(
             raise FtusegError(f"{source}/{row['id']}: shape {p.shape} differs from the image {shape}")
         truth, roi = read_row_truth(row, shape)
         items.append((row, p, truth, roi))
-    curves = np.stack([dice_curve(*inside_roi(p, t, roi)) for _, p, t, roi in items])  # (images, thresholds)
+    # the plain 0.5 is always scored: it is the baseline that tuning must beat
+    full = np.union1d(grid, [0.5])
+    curves = np.stack([dice_curve(*inside_roi(p, t, roi), full) for _, p, t, roi in items])  # (images, thresholds)
     organs = np.array([str(r["organ"]) for r, _, _, _ in items])
-    default_i = int(np.argmin(np.abs(THRESHOLD_GRID - 0.5)))
+    default_i = int(np.searchsorted(full, 0.5))
+    tried = np.isin(full, grid)
+
+    def best_threshold(sel: np.ndarray) -> float:
+        means = np.where(tried, curves[sel].mean(0), -np.inf)
+        return float(full[int(np.argmax(means))])
 
     def best_post(sel: np.ndarray, thr: float) -> tuple[float, float, float]:
         """(min area, hole limit, mean Dice): holes are filled before small objects are dropped, as at
@@ -116,14 +132,13 @@ def tune_on_probs(
                     best = (area, holes, d)
         return best
 
-    everything = np.ones(len(items), bool)
-    g_thr = float(THRESHOLD_GRID[int(np.argmax(curves.mean(0)))])
-    g_area, g_holes, _ = best_post(everything, g_thr)
+    g_thr = best_threshold(np.ones(len(items), bool))
+    g_area, g_holes, _ = best_post(np.ones(len(items), bool), g_thr)
     result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes)
     report = []
     for organ in sorted(set(organs)):
         sel = organs == organ
-        thr = float(THRESHOLD_GRID[int(np.argmax(curves[sel].mean(0)))])
+        thr = best_threshold(sel)
         area, holes, tuned = best_post(sel, thr)
         result.organs[organ] = {"threshold": thr, "min_area_um2": area, "fill_holes_um2": holes}
         report.append({"organ": organ, "n_images": int(sel.sum()), "dice_at_0.5": float(curves[sel, default_i].mean()),
