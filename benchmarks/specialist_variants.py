@@ -16,11 +16,17 @@ the family, threshold 0.5, no TTA:
   mid 320 @ 3     320 px tiles at 3 µm/px (kidney: 0.96 mm seen)
   mid 320 @ 3 zoom 2  the same, but an image smaller than a tile at 3 µm/px is seen up to 2x finer, so that
                   it fills the tile (``small_image_zoom``: AIDPATH's 0.5 mm crops at 1.6 µm/px, HuBMAP unchanged)
+  colon 1.5       glands only: colon at 1.5 µm/px instead of 1 (a 256 px tile spans 384 µm, most of a GlaS crop)
   lite1, lite2    the wider and deeper EfficientNet-Lite1 / Lite2 from the same offline ImageNet release
 
 Folds run in order with the variants interleaved inside each fold, so load drifts hit them alike; folds 0-3
 are pooled, the locked fold 4 (``--folds ...,4``) runs last and is reported beside them. Writes ``--out``
-after every fold (``--resume`` keeps the folds already there). The README's runs:
+after every fold (``--resume`` keeps the folds already there). ``--tta d4`` and ``--tune-post`` also score
+each run as the recipe predicts (D4 TTA, post-processing tuned on the run's inner selection split);
+``--score-only`` trains nothing and scores the finished runs under ``--runs`` (refusing any whose config is not
+the variant's), ``--reuse`` scores those and trains the missing ones (a variant added to an earlier run's
+baseline in the same session); ``--save-probs`` keeps the probabilities for benchmarks/post_rules.py. The
+README's runs:
 
     python benchmarks/specialist_variants.py --folds 0,1,2 --variants "recipe,decoder 0.5" \
         --out benchmarks/results/kidney_decoder.json
@@ -32,6 +38,11 @@ after every fold (``--resume`` keeps the folds already there). The README's runs
         --out benchmarks/results/kidney_zoom.json
     python benchmarks/specialist_variants.py --folds 3 --variants "mid 320 @ 3,mid 320 @ 3 zoom 2" \
         --out benchmarks/results/kidney_zoom_fold3.json
+    python benchmarks/specialist_variants.py --family glands --folds 0,1,2,3 --variants "recipe,decoder 0.5" \
+        --runs benchmarks/results/runs/glands_decoder --out benchmarks/results/glands_decoder.json
+    python benchmarks/specialist_variants.py --family glands --folds 0,1,2,3 --variants "recipe,decoder 0.5" \
+        --runs benchmarks/results/runs/glands_decoder --score-only --tta d4 --tune-post \
+        --out benchmarks/results/glands_decoder_d4.json
 
 Every README run above but the last two was made while ``recipe`` meant 384 px at 4 µm/px (today's
 ``context 384 @ 4``) and the tile variants had no zoom to switch off; ``git checkout a29858e`` reruns them
@@ -52,7 +63,8 @@ from pathlib import Path
 import pandas as pd
 from accuracy import markdown_table, pooled_row
 
-from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, train_and_score, write_json
+import _common as runs_common
+from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, write_json
 
 LOCKED_FOLD = 4
 VARIANTS: dict[str, dict] = {
@@ -64,12 +76,16 @@ VARIANTS: dict[str, dict] = {
     "mid 256 @ 3": dict(tile_size=256, target_mpp=3.0, small_image_zoom=1.0),
     "mid 320 @ 3": dict(tile_size=320, target_mpp=3.0, small_image_zoom=1.0),
     "mid 320 @ 3 zoom 2": dict(tile_size=320, target_mpp=3.0, small_image_zoom=2.0),
+    # glands: colon (GlaS crops ~480 x 320 µm) seen at 1.5 µm/px instead of 1: a 256 px tile spans 384 µm
+    "colon 1.5": dict(organ_mpp={"largeintestine": 1.5}),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
 }
 # each family's organs and its share of the recipe's 20 minutes per fold
 FAMILIES: dict[str, tuple[list[str], float]] = {
     "glomeruli": (["kidney"], 11.0), "glands": (["largeintestine", "prostate"], 9.0)}
+# labels of the scorings beyond threshold 0.5 without TTA (score_run's names)
+SCORING_LABEL = {"tta": "TTA", "no_tta_tuned": "tuned post", "tta_tuned": "TTA + tuned post"}
 
 
 def variant_slug(name: str) -> str:
@@ -80,14 +96,22 @@ def variant_slug(name: str) -> str:
 def summary_rows(results: dict) -> list[dict]:
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
+    tta = {True: "flip TTA", "d4": "D4 TTA"}.get(results.get("tta", False), "")
     for name in results["variants"]:
-        if pooled:
-            recs = [r for k in pooled for r in results["folds"][k][name]["per_image"]]
-            rows.append(pooled_row(f"{name}: pooled folds {','.join(sorted(pooled))}", recs))
-        if str(LOCKED_FOLD) in results["folds"]:
-            rows.append(pooled_row(f"{name}: locked fold {LOCKED_FOLD}",
-                                   results["folds"][str(LOCKED_FOLD)][name]["per_image"]))
+        for scoring in ("no_tta", *results.get("scorings", [])):
+            label = name + ("" if scoring == "no_tta" else f" + {SCORING_LABEL[scoring].replace('TTA', tta)}")
+            if pooled:
+                recs = [r for k in pooled for r in scored_images(results["folds"][k][name], scoring)]
+                rows.append(pooled_row(f"{label}: pooled folds {','.join(sorted(pooled))}", recs))
+            if str(LOCKED_FOLD) in results["folds"]:
+                locked = scored_images(results["folds"][str(LOCKED_FOLD)][name], scoring)
+                rows.append(pooled_row(f"{label}: locked fold {LOCKED_FOLD}", locked))
     return rows
+
+
+def scored_images(res: dict, scoring: str) -> list[dict]:
+    """One variant's per-image Dice in one fold under ``scoring`` (``no_tta`` is kept at the top level)."""
+    return res["per_image"] if scoring == "no_tta" else res["scores"][scoring]["per_image"]
 
 
 def main() -> None:
@@ -101,7 +125,21 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=RESULTS / "runs" / "specialist_variants")
     ap.add_argument("--out", type=Path, required=True, help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the folds already in --out")
+    ap.add_argument("--tta", default=None, choices=("flip", "d4"),
+                    help="also score with TTA: flips, or d4 (8 flips and transposes, the recipe's TTA)")
+    ap.add_argument("--tune-post", action="store_true",
+                    help="also score with per-organ threshold, min area and hole filling tuned on each run's inner "
+                         "selection split")
+    ap.add_argument("--score-only", action="store_true",
+                    help="train nothing: score the finished runs under --runs (each must have the variant's config)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="score, without training again, the runs under --runs that an earlier run of this script "
+                         "finished (same variant config, else it stops); train the others")
+    ap.add_argument("--save-probs", action="store_true",
+                    help="keep every scoring's probabilities under <run>/scored/ (for benchmarks/post_rules.py)")
     args = ap.parse_args()
+    tta = {None: False, "flip": True, "d4": "d4"}[args.tta]
+    scorings = (["tta"] if tta else []) + (["no_tta_tuned"] + (["tta_tuned"] if tta else []) if args.tune_post else [])
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
 
@@ -116,13 +154,15 @@ def main() -> None:
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "specialist_variants", "family": args.family, "organs": organs,
                      "budget_minutes_per_variant_and_fold": minutes,
-                     "variants": {n: VARIANTS[n] for n in names}, "locked_fold": LOCKED_FOLD, "folds": {},
+                     "variants": {n: VARIANTS[n] for n in names}, "locked_fold": LOCKED_FOLD, "tta": tta,
+                     "tune_post": args.tune_post, "scorings": scorings, "score_only": args.score_only, "folds": {},
                      "machine_before": machine()}
     if args.resume and args.out.exists():
         old = json.loads(args.out.read_text())
         if (old["budget_minutes_per_variant_and_fold"] != minutes or list(old["variants"]) != names
-                or old.get("family", "glomeruli") != args.family):
-            raise SystemExit(f"--resume: {args.out} was run with another family, budget or variants")
+                or old.get("family", "glomeruli") != args.family or old.get("scorings", []) != scorings
+                or old.get("tta", False) != tta):
+            raise SystemExit(f"--resume: {args.out} was run with another family, budget, variants or scorings")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
     for k in folds:
@@ -133,10 +173,18 @@ def main() -> None:
             cfg = recipe_config(args.family, organs, fold=k, max_minutes=minutes, num_workers=1,
                                 **VARIANTS[name])
             before = machine()
-            res = train_and_score(cfg, args.data, args.runs / f"{args.family}-{variant_slug(name)}-fold{k}")
+            run_dir = args.runs / f"{args.family}-{variant_slug(name)}-fold{k}"
+            score = dict(tta=tta, tune_post=args.tune_post, save_probs=run_dir / "scored" if args.save_probs else None)
+            reused = args.score_only or (args.reuse and runs_common.finished_run(run_dir))
+            if reused:
+                res = {**runs_common.trained_run(cfg, run_dir), **runs_common.score_run(args.data, run_dir, **score)}
+            else:
+                res = runs_common.train_and_score(cfg, args.data, run_dir, **score)
             fold[name] = {"steps": res["steps"], "tiles": res["steps"] * cfg.batch_size,
                           "train_seconds": res["train_seconds"], "mean_dice": res["no_tta"]["mean_dice"],
                           "per_image": res["no_tta"]["per_image"], "predict_seconds": res["no_tta"]["predict_seconds"],
+                          "scores": {s: res[s] for s in scorings}, "reused_run": reused,
+                          "trained_on": res.get("trained_on", before),
                           "config": cfg.to_dict(), "machine_before": before, "machine_after": machine()}
             print(f"fold {k} {name}: {res['no_tta']['mean_dice']:.4f} in {res['steps']} steps", flush=True)
         results["folds"][str(k)] = fold
