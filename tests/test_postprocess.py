@@ -81,6 +81,22 @@ def test_tuning_chooses_to_fill_lumens_when_the_truth_has_them_filled(tmp_path):
     assert result.holes_for("largeintestine") > 0
     assert report.loc[0, "dice_tuned"] == pytest.approx(1.0)
     assert report.loc[0, "dice_at_0.5"] < 0.95
+    # every threshold under 0.9 scores alike here, so the lowest one tried wins: the range decides it
+    assert result.for_organ("largeintestine")[0] == pytest.approx(0.1)
+    from ftuseg.cli import main
+
+    assert main(["tune-thresholds", str(run), str(tmp_path / "data"), "--threshold-range", "0.4,0.6", "-q"]) == 0
+    saved = Thresholds.load(run / "thresholds.json")
+    assert saved.for_organ("largeintestine")[0] == pytest.approx(0.4) and saved.holes_for("largeintestine") > 0
+
+
+@pytest.mark.parametrize("bad", ["0.6", "0.6,0.4", "0,0.5", "0.4,1", "a,b"])
+def test_tune_thresholds_cli_refuses_a_bad_range_in_one_line(tmp_path, capsys, bad):
+    from ftuseg.cli import main
+
+    assert main(["tune-thresholds", str(tmp_path / "run"), str(tmp_path), "--threshold-range", bad]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threshold-range" in err[0] and "Traceback" not in err[0]
 
 
 def faint_kidney_and_open_glands() -> tuple:
