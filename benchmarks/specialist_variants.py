@@ -17,6 +17,8 @@ the family, threshold 0.5, no TTA:
   mid 320 @ 3 zoom 2  the same, but an image smaller than a tile at 3 µm/px is seen up to 2x finer, so that
                   it fills the tile (``small_image_zoom``: AIDPATH's 0.5 mm crops at 1.6 µm/px, HuBMAP unchanged)
   colon 1.5       glands only: colon at 1.5 µm/px instead of 1 (a 256 px tile spans 384 µm, most of a GlaS crop)
+  tile 320        glands only: 320 px tiles at the same µm/px (320 µm of colon seen; 1.56x the pixels a step)
+  ftu share 0.5   half the training tiles centred on an FTU pixel (the recipe: 0.2), the rest anywhere on tissue
   lite1, lite2    the wider and deeper EfficientNet-Lite1 / Lite2 from the same offline ImageNet release
 
 Folds run in order with the variants interleaved inside each fold, so load drifts hit them alike; folds 0-3
@@ -40,11 +42,12 @@ README's runs:
         --out benchmarks/results/kidney_zoom_fold3.json
     python benchmarks/specialist_variants.py --family glands --folds 0,1,2,3 --variants "recipe,decoder 0.5" \
         --runs benchmarks/results/runs/glands_decoder --out benchmarks/results/glands_decoder.json
-    python benchmarks/specialist_variants.py --family glands --folds 0,1,2,3 --variants "recipe,decoder 0.5" \
-        --runs benchmarks/results/runs/glands_decoder --score-only --tta d4 --tune-post \
-        --out benchmarks/results/glands_decoder_d4.json
+    python benchmarks/specialist_variants.py --family glands --folds 0,1 --variants "recipe,colon 1.5" \
+        --runs benchmarks/results/runs/glands_decoder --reuse --out benchmarks/results/glands_colon.json
+    python benchmarks/specialist_variants.py --family glands --folds 0,1 --variants "recipe,tile 320" \
+        --runs benchmarks/results/runs/glands_decoder --reuse --out benchmarks/results/glands_tile320.json
 
-Every README run above but the last two was made while ``recipe`` meant 384 px at 4 µm/px (today's
+The kidney runs above but the two ``kidney_zoom`` ones were made while ``recipe`` meant 384 px at 4 µm/px (today's
 ``context 384 @ 4``) and the tile variants had no zoom to switch off; ``git checkout a29858e`` reruns them
 exactly as they were.
 
@@ -78,6 +81,8 @@ VARIANTS: dict[str, dict] = {
     "mid 320 @ 3 zoom 2": dict(tile_size=320, target_mpp=3.0, small_image_zoom=2.0),
     # glands: colon (GlaS crops ~480 x 320 µm) seen at 1.5 µm/px instead of 1: a 256 px tile spans 384 µm
     "colon 1.5": dict(organ_mpp={"largeintestine": 1.5}),
+    "tile 320": dict(tile_size=320),
+    "ftu share 0.5": dict(fg_fraction=0.5),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
 }
