@@ -80,6 +80,7 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.threshold_tuning import tune_on_probs
     from ftuseg.models.checkpoint import load_run_model
+    from ftuseg.training.evaluation import save_prob_maps
     from ftuseg.training.recipe import RECIPE_THRESHOLDS
     from ftuseg.training.trainer import evaluate_images, selection_split, split_table
 
@@ -119,17 +120,6 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
         out[name] = {**summarise(scores), "predict_seconds": time.perf_counter() - t1,
                      "checkpoint": which, "weights": weights, "tta": use_tta, "per_image": scores.to_dict("records")}
     return out
-
-
-def save_prob_maps(folder: Path, probs: dict[str, np.ndarray]) -> None:
-    """Probabilities (float in [0, 1] or uint8) as ``<folder>/<id>.npz`` with one uint8 array ``prob``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for image_id, p in probs.items():
-        if p.dtype != np.uint8:
-            p = np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
-        tmp = folder / f".{image_id}.tmp.npz"
-        np.savez_compressed(tmp, prob=p)
-        tmp.replace(folder / f"{image_id}.npz")
 
 
 def finished_run(run_dir: Path) -> bool:

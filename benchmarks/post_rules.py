@@ -38,9 +38,10 @@ import pandas as pd
 from accuracy import markdown_table, pooled_row
 
 from _common import DEFAULT_DATA, machine, peak_rss_mib, rescore, write_json
+from ftuseg.inference.threshold_tuning import THRESHOLD_GRID
 
 LOCKED_FOLD = 4
-FULL_GRID = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.05), 2))
+FULL_GRID = tuple(float(t) for t in THRESHOLD_GRID)
 # rule -> (thresholds tuning may choose, minimum selection gain to keep an organ's tuned setting); None: no tuning
 RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
     "threshold 0.5": None,
@@ -52,23 +53,20 @@ RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
 }
 
 
-def load_probs(folder: Path, ids: list[str]) -> dict[str, np.ndarray]:
-    missing = [i for i in ids if not (folder / f"{i}.npz").exists()]
+def pick(saved: dict[str, np.ndarray], ids: list[str], folder: Path) -> dict[str, np.ndarray]:
+    """The saved probabilities of ``ids``; any missing stops the run."""
+    missing = [i for i in ids if i not in saved]
     if missing:
         raise SystemExit(f"{folder}: no saved probabilities for {len(missing)} image(s), e.g. {missing[0]}; "
                          "score the run with --save-probs (and --tune-post for the selection split)")
-    out = {}
-    for i in ids:
-        with np.load(folder / f"{i}.npz") as z:
-            out[i] = z["prob"]
-    return out
+    return {i: saved[i] for i in ids}
 
 
 def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, dict]]:
     """(fold, {rule: {"per_image", "thresholds", "tuning"}}) for one fold run."""
     from ftuseg.config import load_config
     from ftuseg.inference.postprocess import Thresholds
-    from ftuseg.inference.threshold_tuning import tune_on_probs
+    from ftuseg.inference.threshold_tuning import load_prob_maps, tune_on_probs
     from ftuseg.training.trainer import selection_split, split_table
 
     cfg = load_config(run_dir / "config.yaml")
@@ -77,8 +75,9 @@ def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, d
     if select.empty:
         raise SystemExit(f"{run_dir}: no inner selection split to tune on")
     folder = run_dir / "scored" / scoring
-    held_probs = load_probs(folder, heldout["id"].astype(str).tolist())
-    select_probs = load_probs(folder, select["id"].astype(str).tolist())
+    saved = load_prob_maps(folder)
+    held_probs = pick(saved, heldout["id"].astype(str).tolist(), folder)
+    select_probs = pick(saved, select["id"].astype(str).tolist(), folder)
     base = [{"id": str(r["id"]), "organ": str(r["organ"]), "data_source": str(r["data_source"])}
             for _, r in heldout.iterrows()]
     out = {}

@@ -72,8 +72,7 @@ def summary_rows(results: dict) -> list[dict]:
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
     for tta in score_names(bool(results["tta"]), results.get("tune_post", False), variant_names(results)):
-        d4_tta = results["tta"] == "d4" and tta in ("tta", "tta_tuned")  # --tta d4 scored these with D4
-        suffix = SUFFIX[tta].replace(" TTA", " D4 TTA") if d4_tta else SUFFIX[tta]
+        suffix = scoring_label(tta, results["tta"])
         if pooled:
             recs = [r for k in pooled for r in results["folds"][k][tta]["per_image"]]
             rows.append(pooled_row(f"pooled folds {','.join(sorted(pooled))}{suffix}", recs))
@@ -81,6 +80,13 @@ def summary_rows(results: dict) -> list[dict]:
             locked = results["folds"][str(LOCKED_FOLD)][tta]["per_image"]
             rows.append(pooled_row(f"locked fold {LOCKED_FOLD}{suffix}", locked))
     return rows
+
+
+def scoring_label(scoring: str, tta: bool | str) -> str:
+    """A scoring's suffix in the tables; ``tta`` is the run's --tta (True: flips), which scored "tta" and
+    "tta_tuned"."""
+    d4 = tta == "d4" and scoring in ("tta", "tta_tuned")
+    return SUFFIX[scoring].replace(" TTA", " D4 TTA") if d4 else SUFFIX[scoring]
 
 
 def score_names(tta: bool, tune_post: bool, variants: tuple[str, ...] = ()) -> tuple[str, ...]:

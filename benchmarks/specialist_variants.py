@@ -65,6 +65,7 @@ from pathlib import Path
 
 import pandas as pd
 from accuracy import markdown_table, pooled_row
+from recipe_folds import score_names, scoring_label
 
 import _common as runs_common
 from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, write_json
@@ -89,8 +90,6 @@ VARIANTS: dict[str, dict] = {
 # each family's organs and its share of the recipe's 20 minutes per fold
 FAMILIES: dict[str, tuple[list[str], float]] = {
     "glomeruli": (["kidney"], 11.0), "glands": (["largeintestine", "prostate"], 9.0)}
-# labels of the scorings beyond threshold 0.5 without TTA (score_run's names)
-SCORING_LABEL = {"tta": "TTA", "no_tta_tuned": "tuned post", "tta_tuned": "TTA + tuned post"}
 
 
 def variant_slug(name: str) -> str:
@@ -101,10 +100,9 @@ def variant_slug(name: str) -> str:
 def summary_rows(results: dict) -> list[dict]:
     rows = []
     pooled = [k for k in results["folds"] if int(k) != LOCKED_FOLD]
-    tta = {True: "flip TTA", "d4": "D4 TTA"}.get(results.get("tta", False), "")
     for name in results["variants"]:
         for scoring in ("no_tta", *results.get("scorings", [])):
-            label = name + ("" if scoring == "no_tta" else f" + {SCORING_LABEL[scoring].replace('TTA', tta)}")
+            label = name + scoring_label(scoring, results.get("tta", False))
             if pooled:
                 recs = [r for k in pooled for r in scored_images(results["folds"][k][name], scoring)]
                 rows.append(pooled_row(f"{label}: pooled folds {','.join(sorted(pooled))}", recs))
@@ -144,7 +142,7 @@ def main() -> None:
                     help="keep every scoring's probabilities under <run>/scored/ (for benchmarks/post_rules.py)")
     args = ap.parse_args()
     tta = {None: False, "flip": True, "d4": "d4"}[args.tta]
-    scorings = (["tta"] if tta else []) + (["no_tta_tuned"] + (["tta_tuned"] if tta else []) if args.tune_post else [])
+    scorings = list(score_names(bool(tta), args.tune_post)[1:])  # beyond "no_tta", kept at the top level
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
 

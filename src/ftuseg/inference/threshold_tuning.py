@@ -31,6 +31,15 @@ MIN_AREA_GRID_UM2 = (0.0, 50.0, 200.0, 800.0, 2000.0)
 FILL_HOLES_GRID_UM2 = (0.0, 500.0, 5000.0, float("inf"))
 
 
+def load_prob_maps(folder: Path) -> dict[str, np.ndarray]:
+    """The probabilities (uint8) that ``save_prob_maps`` wrote to ``folder``, by image id."""
+    probs: dict[str, np.ndarray] = {}
+    for f in sorted(folder.glob("*.npz")):
+        with np.load(f) as z:
+            probs[f.stem] = z["prob"]
+    return probs
+
+
 def load_oof(run_dirs: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
     """Out-of-fold probabilities (uint8) by image id, gathered from every run folder."""
     probs: dict[str, np.ndarray] = {}
@@ -38,9 +47,7 @@ def load_oof(run_dirs: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
         folder = Path(run) / "oof"
         if not folder.is_dir():
             raise FtusegError(f"{run}: no out-of-fold predictions (oof/); train with --fold k or --folds all")
-        for f in sorted(folder.glob("*.npz")):
-            with np.load(f) as z:
-                probs[f.stem] = z["prob"]
+        probs.update(load_prob_maps(folder))
     if not probs:
         raise FtusegError("no out-of-fold predictions found")
     return probs
@@ -132,8 +139,9 @@ def tune_on_probs(
                     best = (area, holes, d)
         return best
 
-    g_thr = best_threshold(np.ones(len(items), bool))
-    g_area, g_holes, _ = best_post(np.ones(len(items), bool), g_thr)
+    everything = np.ones(len(items), bool)
+    g_thr = best_threshold(everything)
+    g_area, g_holes, _ = best_post(everything, g_thr)
     result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes)
     report = []
     for organ in sorted(set(organs)):

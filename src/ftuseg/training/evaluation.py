@@ -38,15 +38,20 @@ def evaluate_images(
     return pd.DataFrame(rows), probs
 
 
-def save_oof(run_dir: Path, probs: dict[str, np.ndarray], scores: pd.DataFrame) -> None:
-    """Out-of-fold probabilities (uint8, 1/255 steps) for threshold tuning, plus their Dice table."""
-    oof = run_dir / "oof"
-    oof.mkdir(exist_ok=True)
+def save_prob_maps(folder: Path, probs: dict[str, np.ndarray]) -> None:
+    """Probabilities (floats in [0, 1], or uint8 already) as ``<folder>/<id>.npz``, one uint8 array ``prob``
+    in 1/255 steps each, written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
     for image_id, prob in probs.items():
-        q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
+        q = prob if prob.dtype == np.uint8 else np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         np.savez_compressed(buf, prob=q)
-        with atomic_write(oof / f"{image_id}.npz", "wb") as fh:
+        with atomic_write(folder / f"{image_id}.npz", "wb") as fh:
             fh.write(buf.getvalue())
+
+
+def save_oof(run_dir: Path, probs: dict[str, np.ndarray], scores: pd.DataFrame) -> None:
+    """Out-of-fold probabilities (uint8, 1/255 steps) for threshold tuning, plus their Dice table."""
+    save_prob_maps(run_dir / "oof", probs)
     with atomic_write(run_dir / "oof_dice.csv") as fh:
         scores.to_csv(fh, index=False)
