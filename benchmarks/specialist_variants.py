@@ -46,6 +46,9 @@ README's runs:
         --runs benchmarks/results/runs/glands_decoder --reuse --out benchmarks/results/glands_colon.json
     python benchmarks/specialist_variants.py --family glands --folds 0,1 --variants "recipe,tile 320" \
         --runs benchmarks/results/runs/glands_decoder --reuse --out benchmarks/results/glands_tile320.json
+    python benchmarks/specialist_variants.py --family glomeruli --folds 0,1,2,3 --variants "recipe,ftu share 0.5" \
+        --tta d4 --tune-post --runs benchmarks/results/runs/kidney_ftu_share \
+        --out benchmarks/results/kidney_ftu_share.json   # stopped after fold 1
 
 The kidney runs above but the two ``kidney_zoom`` ones were made while ``recipe`` meant 384 px at 4 µm/px (today's
 ``context 384 @ 4``) and the tile variants had no zoom to switch off; ``git checkout a29858e`` reruns them
