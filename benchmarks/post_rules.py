@@ -13,10 +13,6 @@ it to that run's held-out fold, and pools folds 0-3 beside the locked fold 4:
                        since, ``RECIPE_THRESHOLDS``)
   tuned, gain >= G     tuned 0.1-0.9, but an organ keeps the plain setting (0.5, no minimum area, no hole
                        filling) unless tuning beats it by G mean Dice on the selection images
-  threshold 0.4-0.6, border objects spared
-                       as threshold 0.4-0.6, but an object touching the image border is kept whatever its size
-                       (``spare_border_objects``): a gland or glomerulus cut by a crop's border shows only part of
-                       its area
 
 The rule to adopt is the one with the best pooled folds 0-3 mean Dice over all images (written to the JSON as
 ``chosen``) before fold 4 is read. Nothing is predicted here: the probabilities come from a scoring run with
@@ -26,7 +22,11 @@ float scoring in a pixel at the boundary). The README's run:
     python benchmarks/recipe_folds.py --score-only --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \\
         --tta d4 --tune-post --save-probs --out benchmarks/results/recipe_folds_kidney3um_zoom_d4_probs.json
     python benchmarks/post_rules.py --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \\
-        --out benchmarks/results/post_rules_kidney3um.json   # the same, with the border rule: post_rules_border.json
+        --out benchmarks/results/post_rules_kidney3um.json
+
+A later rule, the recipe's with objects touching the image border spared the minimum area, lost and was removed
+with the library option it needed; ``git checkout a5ef528`` reruns it (``--out
+benchmarks/results/post_rules_border.json``).
 """
 
 from __future__ import annotations
@@ -46,17 +46,14 @@ from ftuseg.inference.threshold_tuning import THRESHOLD_GRID
 
 LOCKED_FOLD = 4
 FULL_GRID = tuple(float(t) for t in THRESHOLD_GRID)
-RECIPE_GRID = (0.4, 0.45, 0.5, 0.55, 0.6)
-# rule -> (thresholds tuning may choose, minimum selection gain to keep an organ's tuned setting, border objects
-# spared the minimum area); None: no tuning
-RULES: dict[str, tuple[tuple[float, ...], float, bool] | None] = {
+# rule -> (thresholds tuning may choose, minimum selection gain to keep an organ's tuned setting); None: no tuning
+RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
     "threshold 0.5": None,
-    "tuned 0.1-0.9": (FULL_GRID, 0.0, False),
-    "post at 0.5": ((0.5,), 0.0, False),
-    "threshold 0.4-0.6": (RECIPE_GRID, 0.0, False),
-    "tuned, gain >= 0.005": (FULL_GRID, 0.005, False),
-    "tuned, gain >= 0.01": (FULL_GRID, 0.01, False),
-    "threshold 0.4-0.6, border objects spared": (RECIPE_GRID, 0.0, True),
+    "tuned 0.1-0.9": (FULL_GRID, 0.0),
+    "post at 0.5": ((0.5,), 0.0),
+    "threshold 0.4-0.6": ((0.4, 0.45, 0.5, 0.55, 0.6), 0.0),
+    "tuned, gain >= 0.005": (FULL_GRID, 0.005),
+    "tuned, gain >= 0.01": (FULL_GRID, 0.01),
 }
 
 
@@ -92,9 +89,8 @@ def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, d
         if rule is None:
             thresholds, tuning = Thresholds(), []
         else:
-            grid, min_gain, spare_border = rule
-            thresholds, report = tune_on_probs(select_probs, select, source=str(folder), threshold_grid=grid,
-                                               spare_border=spare_border)
+            grid, min_gain = rule
+            thresholds, report = tune_on_probs(select_probs, select, source=str(folder), threshold_grid=grid)
             tuning = report.to_dict("records")
             for row in tuning:  # the guard: an organ whose tuning gains less than min_gain keeps the plain setting
                 row["kept_plain"] = row["dice_tuned"] - row["dice_at_0.5"] < min_gain
@@ -160,8 +156,7 @@ def main() -> None:
     reproduction = reproduce(json.loads(args.recorded.read_text()), by_fold, args.scoring) if args.recorded else None
     results = {"benchmark": "post_rules", "scoring": args.scoring, "runs": [str(r) for r in runs],
                "reproduction": reproduction,
-               "rules": {k: v and {"threshold_grid": v[0], "min_gain": v[1], "spare_border": v[2]}
-                         for k, v in RULES.items()},
+               "rules": {k: v and {"threshold_grid": v[0], "min_gain": v[1]} for k, v in RULES.items()},
                "locked_fold": LOCKED_FOLD,
                "pooled_mean_dice": pooled_means,
                "chosen": max(pooled_means, key=pooled_means.get) if pooled_means else None,

@@ -88,9 +88,6 @@ def test_tuning_chooses_to_fill_lumens_when_the_truth_has_them_filled(tmp_path):
     assert main(["tune-thresholds", str(run), str(tmp_path / "data"), "--threshold-range", "0.4,0.6", "-q"]) == 0
     saved = Thresholds.load(run / "thresholds.json")
     assert saved.for_organ("largeintestine")[0] == pytest.approx(0.4) and saved.holes_for("largeintestine") > 0
-    assert not saved.spare_border_objects
-    assert main(["tune-thresholds", str(run), str(tmp_path / "data"), "--spare-border-objects", "-q"]) == 0
-    assert Thresholds.load(run / "thresholds.json").spare_border_objects
 
 
 @pytest.mark.parametrize("bad", ["0.6", "0.6,0.4", "0,0.5", "0.4,1", "a,b"])
@@ -159,57 +156,3 @@ def test_tuning_in_memory_float_probs_and_per_organ_binarize():
     assert report.set_index("organ")["dice_tuned"].to_dict() == pytest.approx({"kidney": 1.0, "largeintestine": 1.0})
     # untuned 0.5 finds nothing of the faint kidney: tuning is what makes it
     assert not Thresholds().binarize(probs["k0"], "kidney", 1.0).any()
-
-
-def test_border_objects_are_spared_the_minimum_area_per_side():
-    from ftuseg.inference.postprocess import remove_small_objects
-
-    mask = np.zeros((40, 50), np.uint8)
-    mask[0:3, 10:13] = 1  # 9 px cut by the top border
-    mask[20:23, 47:50] = 1  # 9 px cut by the right border
-    mask[20:23, 20:23] = 1  # 9 px inside
-    mask[25:35, 25:35] = 1  # 100 px inside
-    assert remove_small_objects(mask, 10).sum() == 100
-    spared = remove_small_objects(mask, 10, spare_border=True)
-    assert spared[1, 11] and spared[21, 48] and not spared[21, 21] and spared.sum() == 118
-    top_only = remove_small_objects(mask, 10, spare_border=(True, False, False, False))
-    assert top_only[1, 11] and not top_only[21, 48] and top_only.sum() == 109
-
-
-def test_spared_border_objects_round_trip_and_old_files_load_without_it(tmp_path):
-    prob = np.zeros((30, 30))
-    prob[0:2, 5:7] = 0.9  # 4 µm² at 1 µm/px, on the border
-    t = Thresholds(0.5, 10.0, spare_border_objects=True)
-    assert t.binarize(prob, None, 1.0).sum() == 4
-    t.save(tmp_path / "t.json")
-    assert Thresholds.load(tmp_path / "t.json").spare_border_objects
-    (tmp_path / "old.json").write_text('{"threshold": 0.5, "min_area_um2": 10.0, "organs": {}}')
-    old = Thresholds.load(tmp_path / "old.json")
-    assert not old.spare_border_objects and old.binarize(prob, None, 1.0).sum() == 0
-
-
-def test_tuning_with_spared_border_objects_keeps_cut_ftus_and_drops_specks():
-    """A true glomerulus cut to a sliver by the border and a false speck inside, both 6 px: dropping specks
-    by area also drops the sliver, unless border objects are spared; tuned so, the result reproduces the truth."""
-    import pandas as pd
-
-    from ftuseg.inference.threshold_tuning import tune_on_probs
-    from ftuseg.rle import encode_rle
-
-    rows, probs, truths = [], {}, {}
-    for i in range(3):
-        truth = ring(outer=12, inner=-1, centre=(30, 30 + i)).copy()
-        truth[0:2, 50:53] = 1  # the sliver, cut by the top border
-        prob = truth * 0.9
-        prob[40:42, 5:8] = 0.9  # the speck
-        probs[f"k{i}"], truths[f"k{i}"] = prob, truth
-        rows.append({"id": f"k{i}", "organ": "kidney", "pixel_size": 1.0, "rle": encode_rle(truth)})
-    table = pd.DataFrame(rows).assign(img_height=64, img_width=64, data_source="x")
-    plain, plain_report = tune_on_probs(probs, table)
-    spared, report = tune_on_probs(probs, table, spare_border=True)
-    assert spared.spare_border_objects and not plain.spare_border_objects
-    assert spared.for_organ("kidney")[1] > 6  # µm² at 1 µm/px: the speck goes, the sliver stays
-    for image_id, prob in probs.items():
-        assert np.array_equal(spared.binarize(prob, "kidney", 1.0), truths[image_id])
-    assert report["dice_tuned"].iloc[0] == pytest.approx(1.0)
-    assert plain_report["dice_tuned"].iloc[0] < 0.999  # without sparing, sliver and speck go or stay together

@@ -96,34 +96,6 @@ def test_array_and_file_take_the_same_route(tmp_path, min_area_um2):
     assert in_memory[101, 101] == (0 if min_area_um2 else 1)
 
 
-def test_border_objects_spared_only_at_the_image_border_in_memory_and_by_region(tmp_path):
-    """Under ``spare_border_objects`` a speck cut by the image border stays and one inside goes, whether the
-    image is predicted whole or in 256 px regions, whose inner borders are not the image's."""
-    import tifffile
-
-    rng = np.random.default_rng(4)
-    img = (rng.random((300, 520, 3)) * 100).astype(np.uint8)
-    img[40:80, 30:90, 0] = 250  # large: kept
-    specks = {"top": (0, 300), "right": (100, 514), "bottom-left": (294, 0), "inside": (150, 150),
-              "region corner": (253, 253)}  # 6x6 px each: 9 µm² at 0.5 µm/px, under the minimum area
-    for y, x in specks.values():
-        img[y : y + 6, x : x + 6, 0] = 250
-    path = tmp_path / "img.tif"
-    tifffile.imwrite(path, img, photometric="rgb")
-    pred = _stand_in(min_area_um2=40.0)
-    pred.thresholds = Thresholds(0.5, 40.0, spare_border_objects=True)
-    in_memory = pred.predict_mask(img, 0.5, "kidney")
-    predict_slide(pred, path, tmp_path, SlideOptions(formats=("rle",), pixel_size=0.5, organ="kidney",
-                                                     tissue_detection=False, region_size=256))
-    streamed = decode_rle(_sub(tmp_path / "img" / "rle.csv")["img"], img.shape[:2])
-    np.testing.assert_array_equal(in_memory, streamed)
-    kept = {name: bool(in_memory[y : y + 6, x : x + 6].any()) for name, (y, x) in specks.items()}
-    assert kept == {"top": True, "right": True, "bottom-left": True, "inside": False, "region corner": False}
-    assert in_memory[60, 60] == 1
-    pred.thresholds = Thresholds(0.5, 40.0)
-    assert not pred.predict_mask(img, 0.5, "kidney")[0:6, 300:306].any()
-
-
 def test_untuned_organ_is_refused_the_same_way_in_memory_and_streamed(tmp_path):
     import tifffile
 

@@ -15,9 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold-range", default=None, metavar="LO,HI",
                    help="try thresholds from LO to HI in steps of 0.05 (default 0.1,0.9; `ftuseg fit` uses 0.4,0.6, "
                         "which held up better on small tuning sets)")
-    p.add_argument("--spare-border-objects", action="store_true",
-                   help="never drop an object touching the image border for its size (an FTU cut by a crop's "
-                        "border shows only part of its area); saved in thresholds.json, so predict does the same")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -30,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise FtusegError("tune-thresholds needs at least one RUN_DIR and the DATA folder")
     *runs, data = args.paths
     grid = {} if args.threshold_range is None else {"threshold_grid": threshold_range(args.threshold_range)}
-    result, report = tune_thresholds(runs, data, spare_border=args.spare_border_objects, **grid)
+    result, report = tune_thresholds(runs, data, **grid)
     print(report.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     info(args, f"global threshold {result.threshold:.2f}, min area {result.min_area_um2:g} µm²; "
                f"saved thresholds.json in {len(runs)} run folder(s)")

@@ -26,9 +26,6 @@ class Thresholds:
     # holes (background enclosed by one object) up to this area are filled: gland lumens are part of the
     # gland in GlaS/RINGS annotations; inf fills every hole, 0 none
     fill_holes_um2: float = 0.0
-    # objects touching the image border are kept whatever their size: an FTU cut by the border of a crop
-    # shows only part of its area, so the minimum area would judge it by the wrong size
-    spare_border_objects: bool = False
 
     def for_organ(self, organ: str | None) -> tuple[float, float]:
         o = self.organs.get(str(organ), {}) if organ is not None else {}
@@ -42,7 +39,7 @@ class Thresholds:
         """The mask these settings make of ``prob`` for an image of ``organ`` at ``pixel_size`` µm/px."""
         threshold, area = self.for_organ(organ)
         return binarize(prob, threshold, min_area_pixels(area, pixel_size),
-                        hole_area_pixels(self.holes_for(organ), pixel_size), spare_border=self.spare_border_objects)
+                        hole_area_pixels(self.holes_for(organ), pixel_size))
 
     def save(self, path: str | os.PathLike) -> None:
         from ftuseg.io.atomic import atomic_write
@@ -59,23 +56,12 @@ class Thresholds:
             raise FtusegError(f"{path}: invalid thresholds file ({exc})") from None
 
 
-Sides = tuple[bool, bool, bool, bool]  # top, bottom, left, right
-
-
-def remove_small_objects(mask: np.ndarray, min_area: int, spare_border: bool | Sides = False) -> np.ndarray:
-    """Drop 8-connected components smaller than ``min_area`` pixels.
-
-    ``spare_border`` keeps, whatever their size, the components touching the mask's border (True: any side;
-    or one flag per side, top, bottom, left, right: a region of a larger image spares only the sides that are
-    the image's own border)."""
+def remove_small_objects(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop 8-connected components smaller than ``min_area`` pixels."""
     if min_area <= 0 or not mask.any():
         return mask
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
-    sides = (spare_border,) * 4 if isinstance(spare_border, bool) else tuple(spare_border)
-    edges = [e for e, s in zip((labels[0], labels[-1], labels[:, 0], labels[:, -1]), sides, strict=True) if s]
-    if edges:
-        keep[np.unique(np.concatenate(edges))] = True
     keep[0] = False
     return keep[labels].astype(np.uint8)
 
@@ -111,8 +97,6 @@ def hole_area_pixels(fill_holes_um2: float, pixel_size: float | None) -> float:
     return fill_holes_um2 / (float(pixel_size) ** 2 if pixel_size else 1.0)
 
 
-def binarize(prob: np.ndarray, threshold: float, min_area_px: int = 0, max_hole_px: float = 0,
-             spare_border: bool | Sides = False) -> np.ndarray:
-    """Threshold, fill holes, drop small objects (sparing border objects as :func:`remove_small_objects` says)."""
+def binarize(prob: np.ndarray, threshold: float, min_area_px: int = 0, max_hole_px: float = 0) -> np.ndarray:
     mask = (prob > threshold).astype(np.uint8)
-    return remove_small_objects(fill_small_holes(mask, max_hole_px), min_area_px, spare_border)
+    return remove_small_objects(fill_small_holes(mask, max_hole_px), min_area_px)

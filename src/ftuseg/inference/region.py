@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ftuseg.errors import FtusegError
-from ftuseg.inference.postprocess import Sides, Thresholds, binarize, hole_area_pixels, min_area_pixels
+from ftuseg.inference.postprocess import Thresholds, binarize, hole_area_pixels, min_area_pixels
 from ftuseg.inference.resample import resize_image, resize_prob, scale_factor, scaled_shape
 from ftuseg.inference.sliding_window import KeepFn, blended_windows
 from ftuseg.inference.tiling import tile_count
@@ -60,20 +60,15 @@ class OrganRoute:
     threshold: float
     min_area_um2: float
     fill_holes_um2: float
-    spare_border_objects: bool = False
 
     @property
     def needs_context(self) -> bool:
         """Object sizes and holes are judged beyond a region's core, on its halo."""
         return self.min_area_um2 > 0 or self.fill_holes_um2 > 0
 
-    def binarize(self, prob: np.ndarray, pixel_size: float | None,
-                 image_sides: Sides = (True, True, True, True)) -> np.ndarray:
-        """``image_sides``: which sides of ``prob`` (top, bottom, left, right) are the image's own border, where
-        objects are spared the minimum area under ``spare_border_objects``; a region's other sides are not."""
-        spare = tuple(s and self.spare_border_objects for s in image_sides)
+    def binarize(self, prob: np.ndarray, pixel_size: float | None) -> np.ndarray:
         return binarize(prob, self.threshold, min_area_pixels(self.min_area_um2, pixel_size),
-                        hole_area_pixels(self.fill_holes_um2, pixel_size), spare_border=spare)
+                        hole_area_pixels(self.fill_holes_um2, pixel_size))
 
 
 def organ_route(cfgs: Sequence[RunConfig], thresholds: Thresholds, organ: str | None,
@@ -91,7 +86,7 @@ def organ_route(cfgs: Sequence[RunConfig], thresholds: Thresholds, organ: str | 
             "pass --threshold to use one threshold for every organ"
         )
     thr, min_um2 = thresholds.for_organ(organ)
-    return OrganRoute(chosen, thr, min_um2, thresholds.holes_for(organ), thresholds.spare_border_objects)
+    return OrganRoute(chosen, thr, min_um2, thresholds.holes_for(organ))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,9 +242,7 @@ class RegionPredictor:
         prob, rb, total, skipped = self.probability(box, with_halo=route.needs_context)
         if prob is None:
             return None, None, total, skipped
-        x, y, w, h = rb if route.needs_context else box  # what prob covers
-        sides = (y == 0, y + h >= self.reader.height, x == 0, x + w >= self.reader.width)
-        mask = route.binarize(prob, self.pixel_size, sides)
+        mask = route.binarize(prob, self.pixel_size)
         if route.needs_context:
             cx, cy, cw, ch = box[0] - rb[0], box[1] - rb[1], box[2], box[3]
             mask, prob = mask[cy : cy + ch, cx : cx + cw], prob[cy : cy + ch, cx : cx + cw]

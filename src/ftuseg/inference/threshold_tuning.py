@@ -69,21 +69,19 @@ def dice_curve(prob_u8: np.ndarray, truth: np.ndarray, grid: np.ndarray = THRESH
 
 def tune_thresholds(
     run_dirs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, save: bool = True,
-    threshold_grid: Sequence[float] = THRESHOLD_GRID, spare_border: bool = False,
+    threshold_grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[Thresholds, pd.DataFrame]:
     """Choose a global and a per-organ (threshold, min area, hole filling) maximising mean out-of-fold Dice.
 
     Returns the thresholds and a table of the OOF Dice before (0.5, no min area) and after tuning per organ.
-    With ``save`` the result is written to ``thresholds.json`` in every run folder. ``spare_border``: objects
-    touching the image border are exempt from the minimum area, in tuning and in the result.
+    With ``save`` the result is written to ``thresholds.json`` in every run folder.
     """
     probs = load_oof(run_dirs)
     table = load_table(data_dir, "train", need_rle=True, need_images=False)
     table = table[table["id"].astype(str).isin(probs)]
     if table.empty:
         raise FtusegError(f"{data_dir}: none of the out-of-fold ids are in train.csv")
-    result, report = tune_on_probs(probs, table, source="oof", threshold_grid=threshold_grid,
-                                   spare_border=spare_border)
+    result, report = tune_on_probs(probs, table, source="oof", threshold_grid=threshold_grid)
     if save:
         for run in run_dirs:
             result.save(Path(run) / "thresholds.json")
@@ -92,7 +90,7 @@ def tune_thresholds(
 
 def tune_on_probs(
     probs: dict[str, np.ndarray], table: pd.DataFrame, source: str = "probs",
-    threshold_grid: Sequence[float] = THRESHOLD_GRID, spare_border: bool = False,
+    threshold_grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[Thresholds, pd.DataFrame]:
     """:func:`tune_thresholds` on probabilities in memory (uint8 in 1/255 steps, or floats in [0, 1]) for the
     rows of ``table``: e.g. a fold run's inner selection split, which the reported fold never sees.
@@ -135,8 +133,8 @@ def tune_on_probs(
             filled = [(r, fill_small_holes(m, hole_area_pixels(holes, float(r["pixel_size"]))), t, roi)
                       for r, m, t, roi in chosen]
             for area in MIN_AREA_GRID_UM2:
-                d = float(np.mean([roi_dice(remove_small_objects(m, min_area_pixels(area, float(r["pixel_size"])),
-                                                                 spare_border), t, roi) for r, m, t, roi in filled]))
+                d = float(np.mean([roi_dice(remove_small_objects(m, min_area_pixels(area, float(r["pixel_size"]))),
+                                            t, roi) for r, m, t, roi in filled]))
                 if d > best[2] + 1e-9:  # ties keep the simpler (earlier, smaller) setting
                     best = (area, holes, d)
         return best
@@ -144,8 +142,7 @@ def tune_on_probs(
     everything = np.ones(len(items), bool)
     g_thr = best_threshold(everything)
     g_area, g_holes, _ = best_post(everything, g_thr)
-    result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes,
-                        spare_border_objects=spare_border)
+    result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes)
     report = []
     for organ in sorted(set(organs)):
         sel = organs == organ
