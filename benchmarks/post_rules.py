@@ -14,6 +14,11 @@ it to that run's held-out fold, and pools folds 0-3 beside the locked fold 4:
   tuned, gain >= G     tuned 0.1-0.9, but an organ keeps the plain setting (0.5, no minimum area, no hole
                        filling) unless tuning beats it by G mean Dice on the selection images
 
+and two rules tuned not on the run's selection split but on the held-out images of its family's other runs in
+folds 0-3 (what ``ftuseg fit`` does with its out-of-fold predictions; 3-4 times the images):
+
+  0.4-0.6, tuned on the other folds / 0.1-0.9, tuned on the other folds
+
 The rule to adopt is the one with the best pooled folds 0-3 mean Dice over all images (written to the JSON as
 ``chosen``) before fold 4 is read. Nothing is predicted here: the probabilities come from a scoring run with
 ``--save-probs`` (held-out and selection images, uint8 in 1/255 steps, so threshold 0.5 can differ from the
@@ -24,9 +29,10 @@ float scoring in a pixel at the boundary). The README's run:
     python benchmarks/post_rules.py --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \\
         --out benchmarks/results/post_rules_kidney3um.json
 
-A later rule, the recipe's with objects touching the image border spared the minimum area, lost and was removed
-with the library option it needed; ``git checkout a5ef528`` reruns it (``--out
-benchmarks/results/post_rules_border.json``).
+``post_rules_kidney3um.json`` predates the two cross-fold rules; with them the same command wrote
+``benchmarks/results/post_rules_crossfold.json`` (``--out``), every earlier row unchanged. A rule in between, the
+recipe's with objects touching the image border spared the minimum area, lost and was removed with the library
+option it needed; ``git checkout a5ef528`` reruns it (``--out benchmarks/results/post_rules_border.json``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
     "tuned, gain >= 0.005": (FULL_GRID, 0.005),
     "tuned, gain >= 0.01": (FULL_GRID, 0.01),
 }
+# rule -> thresholds tried, tuned not on the run's own selection split but on the held-out images of the same
+# family's other runs (folds 0-3 but the run's own; fold 4 never): what ``ftuseg fit`` does, which tunes on the
+# out-of-fold predictions of all its folds, with 3 folds' images (~70 kidney, ~60 glands) instead of 14-19
+CROSS_FOLD_RULES: dict[str, tuple[float, ...]] = {
+    "0.4-0.6, tuned on the other folds": (0.4, 0.45, 0.5, 0.55, 0.6),
+    "0.1-0.9, tuned on the other folds": FULL_GRID,
+}
 
 
 def pick(saved: dict[str, np.ndarray], ids: list[str], folder: Path) -> dict[str, np.ndarray]:
@@ -66,8 +79,9 @@ def pick(saved: dict[str, np.ndarray], ids: list[str], folder: Path) -> dict[str
     return {i: saved[i] for i in ids}
 
 
-def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, dict]]:
-    """(fold, {rule: {"per_image", "thresholds", "tuning"}}) for one fold run."""
+def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, dict], tuple]:
+    """(fold, {rule: {"per_image", "thresholds", "tuning"}}, held-out (family, rows, probs, records)) for one
+    fold run."""
     from ftuseg.config import load_config
     from ftuseg.inference.postprocess import Thresholds
     from ftuseg.inference.threshold_tuning import load_prob_maps, tune_on_probs
@@ -98,7 +112,29 @@ def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, d
                     thresholds.organs[row["organ"]] = {"threshold": 0.5, "min_area_um2": 0.0, "fill_holes_um2": 0.0}
         out[name] = {"per_image": rescore(thresholds, heldout, held_probs, base), "thresholds": asdict(thresholds),
                      "tuning": tuning}
-    return int(cfg.fold), out
+    return int(cfg.fold), out, (tuple(cfg.organs), heldout, held_probs, base)
+
+
+def cross_fold_rules(held: dict[str, tuple], folds: dict[str, int]) -> dict[str, dict[str, dict]]:
+    """{run: {rule: ...}} for CROSS_FOLD_RULES: each run's held-out fold through post-processing tuned on the
+    held-out images of its family's other runs in the pooled folds (never the locked fold, never its own)."""
+    from ftuseg.inference.threshold_tuning import tune_on_probs
+
+    out: dict[str, dict[str, dict]] = {}
+    for run, (family, rows, probs, base) in held.items():
+        others = [r for r, (fam, *_) in held.items()
+                  if fam == family and folds[r] not in (folds[run], LOCKED_FOLD)]
+        if not others:
+            raise SystemExit(f"{run}: no other pooled fold of its family to tune on")
+        tune_rows = pd.concat([held[r][1] for r in others])
+        tune_probs = {k: v for r in others for k, v in held[r][2].items()}
+        out[run] = {}
+        for name, grid in CROSS_FOLD_RULES.items():
+            thresholds, report = tune_on_probs(tune_probs, tune_rows, source="other folds", threshold_grid=grid)
+            out[run][name] = {"per_image": rescore(thresholds, rows, probs, base), "thresholds": asdict(thresholds),
+                              "tuning": report.to_dict("records"), "tuned_on_runs": others}
+        print(f"{run}: tuned on {', '.join(others)}", flush=True)
+    return out
 
 
 def reproduce(recorded: dict, by_fold: dict[str, dict[str, dict]], scoring: str) -> dict:
@@ -137,26 +173,35 @@ def main() -> None:
         raise SystemExit(f"no fold runs (folders with a config.yaml) in {', '.join(map(str, args.runs))}")
     t0, before = time.perf_counter(), machine()
     by_fold: dict[str, dict[str, dict]] = {}
+    held: dict[str, tuple] = {}
+    fold_of: dict[str, int] = {}
     for run in runs:
-        fold, rules = run_rules(run, args.data, args.scoring)
+        fold, rules, held[run.name] = run_rules(run, args.data, args.scoring)
+        fold_of[run.name] = fold
         print(f"{run.name}: fold {fold}", flush=True)
         by_fold.setdefault(str(fold), {})[run.name] = rules
+    for name, rules in cross_fold_rules(held, fold_of).items():
+        by_fold[str(fold_of[name])][name].update(rules)
+    all_rules = [*RULES, *CROSS_FOLD_RULES]
     pooled = sorted(k for k in by_fold if int(k) != LOCKED_FOLD)
 
     def images(folds: list[str], rule: str) -> list[dict]:
         return [r for k in folds for run in by_fold[k].values() for r in run[rule]["per_image"]]
 
     table = []
-    for rule in RULES:
+    for rule in all_rules:
         if pooled:
             table.append(pooled_row(f"{rule}: pooled folds {','.join(pooled)}", images(pooled, rule)))
         if str(LOCKED_FOLD) in by_fold:
             table.append(pooled_row(f"{rule}: locked fold {LOCKED_FOLD}", images([str(LOCKED_FOLD)], rule)))
-    pooled_means = {rule: float(pd.DataFrame(images(pooled, rule))["dice"].mean()) for rule in RULES} if pooled else {}
+    pooled_means = ({rule: float(pd.DataFrame(images(pooled, rule))["dice"].mean()) for rule in all_rules}
+                    if pooled else {})
     reproduction = reproduce(json.loads(args.recorded.read_text()), by_fold, args.scoring) if args.recorded else None
     results = {"benchmark": "post_rules", "scoring": args.scoring, "runs": [str(r) for r in runs],
                "reproduction": reproduction,
-               "rules": {k: v and {"threshold_grid": v[0], "min_gain": v[1]} for k, v in RULES.items()},
+               "rules": {**{k: v and {"threshold_grid": v[0], "min_gain": v[1]} for k, v in RULES.items()},
+                         **{k: {"threshold_grid": v, "tuned_on": "other pooled folds"}
+                            for k, v in CROSS_FOLD_RULES.items()}},
                "locked_fold": LOCKED_FOLD,
                "pooled_mean_dice": pooled_means,
                "chosen": max(pooled_means, key=pooled_means.get) if pooled_means else None,
