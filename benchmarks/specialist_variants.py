@@ -49,6 +49,8 @@ README's runs:
     python benchmarks/specialist_variants.py --family glomeruli --folds 0,1,2,3 --variants "recipe,ftu share 0.5" \
         --tta d4 --tune-post --runs benchmarks/results/runs/kidney_ftu_share \
         --out benchmarks/results/kidney_ftu_share.json   # stopped after fold 1
+    python benchmarks/specialist_variants.py --family glomeruli --folds 0,1 --variants "recipe,lite1" --tta d4 \
+        --tune-post --runs benchmarks/results/runs/kidney_ftu_share --reuse --out benchmarks/results/kidney_lite1.json
 
 The kidney runs above but the two ``kidney_zoom`` ones were made while ``recipe`` meant 384 px at 4 µm/px (today's
 ``context 384 @ 4``) and the tile variants had no zoom to switch off; ``git checkout a29858e`` reruns them
