@@ -52,12 +52,13 @@ from ftuseg.inference.threshold_tuning import THRESHOLD_GRID
 
 LOCKED_FOLD = 4
 FULL_GRID = tuple(float(t) for t in THRESHOLD_GRID)
+NEAR_HALF = (0.4, 0.45, 0.5, 0.55, 0.6)  # chosen here; the recipe's RECIPE_THRESHOLDS since
 # rule -> (thresholds tuning may choose, minimum selection gain to keep an organ's tuned setting); None: no tuning
 RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
     "threshold 0.5": None,
     "tuned 0.1-0.9": (FULL_GRID, 0.0),
     "post at 0.5": ((0.5,), 0.0),
-    "threshold 0.4-0.6": ((0.4, 0.45, 0.5, 0.55, 0.6), 0.0),
+    "threshold 0.4-0.6": (NEAR_HALF, 0.0),
     "tuned, gain >= 0.005": (FULL_GRID, 0.005),
     "tuned, gain >= 0.01": (FULL_GRID, 0.01),
 }
@@ -65,7 +66,7 @@ RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
 # family's other runs (folds 0-3 but the run's own; fold 4 never): what ``ftuseg fit`` does, which tunes on the
 # out-of-fold predictions of all its folds, with 3 folds' images (~70 kidney, ~60 glands) instead of 14-19
 CROSS_FOLD_RULES: dict[str, tuple[float, ...]] = {
-    "0.4-0.6, tuned on the other folds": (0.4, 0.45, 0.5, 0.55, 0.6),
+    "0.4-0.6, tuned on the other folds": NEAR_HALF,
     "0.1-0.9, tuned on the other folds": FULL_GRID,
 }
 

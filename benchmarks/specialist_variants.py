@@ -72,8 +72,18 @@ import pandas as pd
 from accuracy import markdown_table, pooled_row
 from recipe_folds import score_names, scoring_label
 
-import _common as runs_common
-from _common import DEFAULT_DATA, RESULTS, machine, mean_std, peak_rss_mib, write_json
+from _common import (
+    DEFAULT_DATA,
+    RESULTS,
+    finished_run,
+    machine,
+    mean_std,
+    peak_rss_mib,
+    score_run,
+    train_and_score,
+    trained_run,
+    write_json,
+)
 
 LOCKED_FOLD = 4
 VARIANTS: dict[str, dict] = {
@@ -183,11 +193,11 @@ def main() -> None:
             before = machine()
             run_dir = args.runs / f"{args.family}-{variant_slug(name)}-fold{k}"
             score = dict(tta=tta, tune_post=args.tune_post, save_probs=run_dir / "scored" if args.save_probs else None)
-            reused = args.score_only or (args.reuse and runs_common.finished_run(run_dir))
+            reused = args.score_only or (args.reuse and finished_run(run_dir))
             if reused:
-                res = {**runs_common.trained_run(cfg, run_dir), **runs_common.score_run(args.data, run_dir, **score)}
+                res = {**trained_run(cfg, run_dir), **score_run(args.data, run_dir, **score)}
             else:
-                res = runs_common.train_and_score(cfg, args.data, run_dir, **score)
+                res = train_and_score(cfg, args.data, run_dir, **score)
             fold[name] = {"steps": res["steps"], "tiles": res["steps"] * cfg.batch_size,
                           "train_seconds": res["train_seconds"], "mean_dice": res["no_tta"]["mean_dice"],
                           "per_image": res["no_tta"]["per_image"], "predict_seconds": res["no_tta"]["predict_seconds"],
