@@ -20,6 +20,8 @@ the family, threshold 0.5, no TTA:
   tile 320        glands only: 320 px tiles at the same µm/px (320 µm of colon seen; 1.56x the pixels a step)
   ftu share 0.5   half the training tiles centred on an FTU pixel (the recipe: 0.2), the rest anywhere on tissue
   lite1, lite2    the wider and deeper EfficientNet-Lite1 / Lite2 from the same offline ImageNet release
+  lr 3e-3, lr 5e-4  peak learning rate of the one-cycle schedule instead of the recipe's 1e-3 (the LR range
+                  test on fold 0 suggests 4e-3 for kidney, 6e-3 for glands)
 
 Folds run in order with the variants interleaved inside each fold, so load drifts hit them alike; folds 0-3
 are pooled, the locked fold 4 (``--folds ...,4``) runs last and is reported beside them. Writes ``--out``
@@ -51,6 +53,10 @@ README's runs:
         --out benchmarks/results/kidney_ftu_share.json   # stopped after fold 1
     python benchmarks/specialist_variants.py --family glomeruli --folds 0,1 --variants "recipe,lite1" --tta d4 \
         --tune-post --runs benchmarks/results/runs/kidney_ftu_share --reuse --out benchmarks/results/kidney_lite1.json
+    python benchmarks/specialist_variants.py --family glands --folds 0,1,2,3 --variants "recipe,lr 3e-3" --tta d4 \
+        --tune-post --runs benchmarks/results/runs/glands_lr --out benchmarks/results/glands_lr.json  # stopped: fold 2
+    python benchmarks/specialist_variants.py --family glands --folds 0,1,2,3 --variants "recipe,lr 5e-4" --tta d4 \
+        --tune-post --runs benchmarks/results/runs/glands_lr --reuse --out benchmarks/results/glands_lr5e-4.json
 
 The kidney runs above but the two ``kidney_zoom`` ones were made while ``recipe`` meant 384 px at 4 µm/px (today's
 ``context 384 @ 4``) and the tile variants had no zoom to switch off; ``git checkout a29858e`` reruns them
@@ -101,6 +107,8 @@ VARIANTS: dict[str, dict] = {
     "ftu share 0.5": dict(fg_fraction=0.5),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
+    "lr 3e-3": dict(lr=3e-3),
+    "lr 5e-4": dict(lr=5e-4),
 }
 # each family's organs and its share of the recipe's 20 minutes per fold
 FAMILIES: dict[str, tuple[list[str], float]] = {

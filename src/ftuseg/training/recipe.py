@@ -21,6 +21,7 @@ from typing import Any
 from ftuseg.config import RunConfig, make_config
 from ftuseg.errors import FtusegError
 
+# lr: a one-cycle peak of 3e-3 or 5e-4 instead of 1e-3 lost GlaS about a point (benchmarks/results/glands_lr*.json)
 RECIPE_COMMON: dict[str, Any] = dict(
     encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet-lite0", batch_size=8, tiles_per_epoch=256,
     lr=1e-3, val_every=4, infer_batch_size=8, epochs=100_000,
