@@ -21,8 +21,6 @@ from pathlib import Path
 
 from _common import DEFAULT_DATA, machine, write_json
 
-FAMILIES = {"glomeruli": ["kidney"], "glands": ["largeintestine", "prostate"]}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,13 +32,13 @@ def main() -> None:
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
 
-    from ftuseg.training.recipe import RECIPE_COMMON, recipe_config
+    from ftuseg.training.recipe import RECIPE_COMMON, RECIPE_GROUPS, recipe_config
     from ftuseg.training.trainer import run_lr_find
 
     results: dict = {"benchmark": "lr_find_recipe", "fold": args.fold, "iters": args.iters,
                      "recipe_lr": RECIPE_COMMON["lr"], "families": {}, "machine_before": machine()}
-    for family, organs in FAMILIES.items():
-        cfg = recipe_config(family, organs, fold=args.fold, num_workers=1)
+    for family in RECIPE_GROUPS:
+        cfg = recipe_config(family, fold=args.fold, num_workers=1)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             res = run_lr_find(cfg, args.data, Path(tmp) / "lr_find.png", num_iter=args.iters, progress=False)

@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from accuracy import markdown_table, pooled_row
+from recipe_folds import LOCKED_FOLD
 
 from _common import DEFAULT_DATA, machine, peak_rss_mib, rescore, write_json
 from ftuseg.inference.threshold_tuning import THRESHOLD_GRID
 
-LOCKED_FOLD = 4
 FULL_GRID = tuple(float(t) for t in THRESHOLD_GRID)
 NEAR_HALF = (0.4, 0.45, 0.5, 0.55, 0.6)  # chosen here; the recipe's RECIPE_THRESHOLDS since
 # rule -> (thresholds tuning may choose, minimum selection gain to keep an organ's tuned setting); None: no tuning

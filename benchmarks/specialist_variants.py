@@ -76,7 +76,7 @@ from pathlib import Path
 
 import pandas as pd
 from accuracy import markdown_table, pooled_row
-from recipe_folds import score_names, scoring_label
+from recipe_folds import LOCKED_FOLD, score_names, scoring_label
 
 from _common import (
     DEFAULT_DATA,
@@ -91,7 +91,6 @@ from _common import (
     write_json,
 )
 
-LOCKED_FOLD = 4
 VARIANTS: dict[str, dict] = {
     "recipe": {},
     "decoder 0.5": dict(decoder_width=0.5),
