@@ -22,7 +22,7 @@ def test_yaml_then_overrides(tmp_path):
 @pytest.mark.parametrize("bad", [dict(image_size=500), dict(mode="x"), dict(overlap=1.0), dict(lr="fast"),
                                  dict(target_mpp=0), dict(fold=9), dict(tta="rot90"), dict(ema_decay=1.0),
                                  dict(tta_scales="0"), dict(tta_scales="1,1"), dict(tta_scales="big"),
-                                 dict(tta_scales=[])])
+                                 dict(tta_scales=[]), dict(encoder_lr_scale=0), dict(encoder_lr_scale=11)])
 def test_invalid_values_are_rejected(bad):
     with pytest.raises(FtusegError):
         make_config("seed-512", **bad)

@@ -63,6 +63,11 @@ class RunConfig:
     batch_size: int = field(default=8, metadata={"help": "images or tiles per optimiser step (per process)"})
     lr: float | str = field(default="auto", metadata={
         "help": "peak learning rate of the one-cycle schedule, or auto for the LR range test's suggestion"})
+    # a pretrained encoder and a randomly initialised decoder may want different step sizes: the encoder's
+    # peak LR is lr x this (the decoder and head keep lr)
+    encoder_lr_scale: float = field(default=1.0, metadata={
+        "help": "the encoder's peak learning rate as a multiple of lr, 0-10 (0.33 with lr 3e-3: the encoder "
+                "peaks at 1e-3, the decoder and head at 3e-3); 1: one LR for the whole network"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     ema_decay: float = field(default=0.0, metadata={
         "help": "also keep an exponential moving average of the weights (and BatchNorm statistics) with this "
@@ -137,6 +142,8 @@ class RunConfig:
             self.tta_scales = parse_scales(self.tta_scales)
         except ValueError as exc:
             raise FtusegError(f"config: {exc}") from None
+        if not 0 < self.encoder_lr_scale <= 10:
+            raise FtusegError(f"config: encoder_lr_scale must be in (0, 10], got {self.encoder_lr_scale}")
         if not 0 <= self.ema_decay < 1:
             raise FtusegError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.select_fraction < 1:

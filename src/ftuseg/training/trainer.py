@@ -51,6 +51,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def param_groups(model: torch.nn.Module, encoder_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW parameter groups, each with the ``lr_scale`` its LR is multiplied by: one group for the whole
+    network, or the encoder (``encoder_lr_scale``) apart from the decoder and head (1)."""
+    if encoder_lr_scale == 1.0:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        raise FtusegError(f"config: encoder_lr_scale needs a model with an encoder, not {type(model).__name__}")
+    own = {id(p) for p in encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in own]
+    return [{"params": list(encoder.parameters()), "lr_scale": float(encoder_lr_scale)},
+            {"params": rest, "lr_scale": 1.0}]
+
+
 def one_cycle_lr(max_lr: float, progress: float, pct_start: float = 0.3, div: float = 25.0,
                  final_div: float = 1e4) -> float:
     """torch's OneCycleLR (cosine) as a function of progress in [0, 1], so it can follow a time budget."""
@@ -284,7 +298,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, **D.no_forward_buffer_sync(),
         )
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(core, cfg.encoder_lr_scale), lr=lr, weight_decay=cfg.weight_decay)
     ema = weight_ema(core, cfg.ema_decay, state.get("ema") if state else None)
     if state is not None and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
@@ -347,7 +361,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             y = y.to(device, non_blocking=True)
             cur_lr = one_cycle_lr(lr, progress_frac(now))
             for g in opt.param_groups:
-                g["lr"] = cur_lr
+                g["lr"] = cur_lr * g.get("lr_scale", 1.0)  # checkpoints before the groups lack it
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = model(x)
