@@ -108,7 +108,8 @@ VARIANTS: dict[str, dict] = {
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
     "lr 3e-3": dict(lr=3e-3),
     "lr 5e-4": dict(lr=5e-4),
-    # the randomly initialised decoder and head at 3e-3, the ImageNet encoder kept at the recipe's 1e-3
+    # the randomly initialised decoder and head at 3e-3, the ImageNet encoder kept at 1e-3 (the kidney recipe
+    # since kidney_decoder_lr.json, where "recipe" still had one peak of 1e-3 for the whole network)
     "decoder lr 3e-3": dict(lr=3e-3, encoder_lr_scale=1 / 3),
 }
 # each family's organs and its share of the recipe's 20 minutes per fold
