@@ -59,10 +59,10 @@ def param_groups(model: torch.nn.Module, encoder_lr_scale: float = 1.0) -> list[
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, torch.nn.Module):
         raise FtusegError(f"config: encoder_lr_scale needs a model with an encoder, not {type(model).__name__}")
-    own = {id(p) for p in encoder.parameters()}
-    rest = [p for p in model.parameters() if id(p) not in own]
-    return [{"params": list(encoder.parameters()), "lr_scale": float(encoder_lr_scale)},
-            {"params": rest, "lr_scale": 1.0}]
+    own = list(encoder.parameters())
+    ids = {id(p) for p in own}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": own, "lr_scale": float(encoder_lr_scale)}, {"params": rest, "lr_scale": 1.0}]
 
 
 def one_cycle_lr(max_lr: float, progress: float, pct_start: float = 0.3, div: float = 25.0,
@@ -298,10 +298,14 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, **D.no_forward_buffer_sync(),
         )
-    opt = torch.optim.AdamW(param_groups(core, cfg.encoder_lr_scale), lr=lr, weight_decay=cfg.weight_decay)
+    groups = param_groups(core, cfg.encoder_lr_scale)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     ema = weight_ema(core, cfg.ema_decay, state.get("ema") if state else None)
     if state is not None and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
+        # the config, not the checkpoint, says how the groups scale (older checkpoints do not say at all)
+        for g, fresh in zip(opt.param_groups, groups, strict=True):
+            g["lr_scale"] = fresh["lr_scale"]
     loss_fn = BCEDiceLoss()
     use_amp, amp_dtype = train_autocast(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -361,7 +365,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
             y = y.to(device, non_blocking=True)
             cur_lr = one_cycle_lr(lr, progress_frac(now))
             for g in opt.param_groups:
-                g["lr"] = cur_lr * g.get("lr_scale", 1.0)  # checkpoints before the groups lack it
+                g["lr"] = cur_lr * g["lr_scale"]
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = model(x)
