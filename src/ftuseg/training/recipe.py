@@ -34,7 +34,8 @@ RECIPE_GROUPS: dict[str, dict[str, Any]] = {
     # kidney: 320 px at 3 µm/px with small crops seen up to 2x finer beat 384 px at 4 µm/px at equal minutes
     # (benchmarks/results/kidney_zoom.json; full protocol in recipe_folds_kidney3um_zoom.json)
     # its randomly initialised decoder and head peak at 3e-3, the ImageNet encoder at the common 1e-3: pooled
-    # folds 0-3 0.869 vs 0.861, AIDPATH 0.740 vs 0.683 (benchmarks/results/kidney_decoder_lr.json)
+    # folds 0-3 0.869 vs 0.861, AIDPATH 0.740 vs 0.683 (benchmarks/results/kidney_decoder_lr.json; full protocol
+    # with both specialists in recipe_folds_decoder_lr.json)
     "glomeruli": dict(organs=["kidney"], tile_size=320, target_mpp=3.0, small_image_zoom=2.0, organ_mpp={},
                       lr=3e-3, encoder_lr_scale=1 / 3),
     "glands": dict(organs=["largeintestine", "prostate"], tile_size=256, target_mpp=2.0,
