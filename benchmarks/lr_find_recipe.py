@@ -36,7 +36,9 @@ def main() -> None:
     from ftuseg.training.trainer import run_lr_find
 
     results: dict = {"benchmark": "lr_find_recipe", "fold": args.fold, "iters": args.iters,
-                     "recipe_lr": RECIPE_COMMON["lr"], "families": {}, "machine_before": machine()}
+                     "recipe_lr": RECIPE_COMMON["lr"],
+                     "recipe_encoder_lr_scale": RECIPE_COMMON.get("encoder_lr_scale", 1.0), "families": {},
+                     "machine_before": machine()}
     for family in RECIPE_GROUPS:
         cfg = recipe_config(family, fold=args.fold, num_workers=1)
         t0 = time.perf_counter()

@@ -106,10 +106,12 @@ VARIANTS: dict[str, dict] = {
     "ftu share 0.5": dict(fg_fraction=0.5),
     "lite1": dict(encoder="tu-tf_efficientnet_lite1", encoder_weights="imagenet-lite1"),
     "lite2": dict(encoder="tu-tf_efficientnet_lite2", encoder_weights="imagenet-lite2"),
-    "lr 3e-3": dict(lr=3e-3),
-    "lr 5e-4": dict(lr=5e-4),
-    # the randomly initialised decoder and head at 3e-3, the ImageNet encoder kept at 1e-3 (the kidney recipe
-    # since kidney_decoder_lr.json, where "recipe" still had one peak of 1e-3 for the whole network)
+    # one peak LR for the whole network (glands_lr*.json; "recipe" was one peak of 1e-3 until the decoder LR)
+    "lr 3e-3": dict(lr=3e-3, encoder_lr_scale=1.0),
+    "lr 5e-4": dict(lr=5e-4, encoder_lr_scale=1.0),
+    "one peak lr 1e-3": dict(lr=1e-3, encoder_lr_scale=1.0),
+    # the randomly initialised decoder and head at 3e-3, the ImageNet encoder kept at 1e-3: the recipe since
+    # kidney_decoder_lr.json (kidney) and glands_decoder_lr.json (glands), where "recipe" was "one peak lr 1e-3"
     "decoder lr 3e-3": dict(lr=3e-3, encoder_lr_scale=1 / 3),
 }
 # each family's organs and its share of the recipe's 20 minutes per fold

@@ -383,9 +383,10 @@ def test_recipe_config_is_the_pretrained_specialist_recipe():
     # a HuBMAP image (1200 px at ~1 µm/px) is seen at the family's µm/px; a 0.5 mm AIDPATH crop finer, filling a tile
     assert kidney.image_mpp("kidney", 1200, 1200, 1.0) == kidney.mpp_for("kidney")
     assert kidney.image_mpp("kidney", 1024, 1024, 0.5) * kidney.tile_size == 512
-    # kidney's decoder steps 3x faster than its encoder, which keeps the common peak LR
+    # each family's decoder steps 3x faster than its encoder, which keeps the common peak LR
     assert kidney.lr * kidney.encoder_lr_scale == pytest.approx(1e-3) and kidney.lr == pytest.approx(3e-3)
     glands = recipe_config("glands", ["largeintestine"])
-    assert glands.lr == 1e-3 and glands.encoder_lr_scale == 1.0
+    assert glands.lr * glands.encoder_lr_scale == pytest.approx(1e-3) and glands.lr == pytest.approx(3e-3)
+    assert recipe_config("lung").lr == glands.lr and recipe_config("lung").encoder_lr_scale == glands.encoder_lr_scale
     assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
     assert recipe_config("lung").organs == ["lung"]

@@ -95,6 +95,17 @@ def test_card_has_run_facts_licences_and_a_todo_without_figures(zoo_root):
     assert "GlaS" in glands and "non-commercial" in glands and "RINGS" in glands and "AIDPATH" not in glands
 
 
+def test_card_names_the_encoders_own_peak_lr():
+    from ftuseg.training.recipe import recipe_config
+    from ftuseg.zoo.card import budget_section
+
+    info = {"steps": 10, "tiles": 80, "seconds": 60.0}
+    split = budget_section(info, recipe_config("glands", ["prostate"]), {})
+    assert "peak LR 0.003 for the decoder and head, 0.001 for the encoder" in split
+    one = budget_section(info, recipe_config("glands", ["prostate"], lr=1e-3, encoder_lr_scale=1.0), {})
+    assert "one-cycle peak LR 0.001, seed" in one and "encoder" not in one.split("Recipe:")[1]
+
+
 def test_card_with_scores_has_the_figures_and_no_todo(tiny_tiled_run, tmp_path):
     from ftuseg.zoo import package_run
 

@@ -95,6 +95,9 @@ def budget_section(run_info: dict[str, Any], cfg: Any, ckpt: dict[str, Any]) -> 
     machine = (f"{m.get('cpu_model', 'unknown CPU')} ({flags}), {m.get('cpu_count', '?')} cores, "
                f"{m.get('torch_threads', '?')} torch threads" + (f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU"))
     seconds = run_info.get("seconds")
+    scale = getattr(cfg, "encoder_lr_scale", 1.0)
+    lr = (f"peak LR {cfg.lr:g}" if scale == 1.0
+          else f"peak LR {cfg.lr:g} for the decoder and head, {cfg.lr * scale:.3g} for the encoder")
     lines = [
         f"- Budget: {cfg.max_minutes:g} minutes of wall-clock training" if cfg.max_minutes
         else "- Budget: no time limit",
@@ -104,7 +107,7 @@ def budget_section(run_info: dict[str, Any], cfg: Any, ckpt: dict[str, Any]) -> 
         f"- Machine: {machine}; torch {m.get('torch', '?')}, precision {run_info.get('precision', '?')}"
         + (f", {run_info['world_size']} process(es)" if run_info.get("world_size") else ""),
         f"- Recipe: {cfg.preset} preset, {cfg.tile_size} px tiles, {cfg.fg_fraction:g} of tiles centred on an FTU, "
-        f"augmentation {cfg.augment}, AdamW one-cycle peak LR {cfg.lr}, seed {cfg.seed}",
+        f"augmentation {cfg.augment}, AdamW one-cycle {lr}, seed {cfg.seed}",
     ]
     if ckpt.get("step") is not None:
         sel = ckpt.get("best_dice")
