@@ -37,7 +37,7 @@ def main() -> None:
 
     results: dict = {"benchmark": "lr_find_recipe", "fold": args.fold, "iters": args.iters,
                      "recipe_lr": RECIPE_COMMON["lr"],
-                     "recipe_encoder_lr_scale": RECIPE_COMMON.get("encoder_lr_scale", 1.0), "families": {},
+                     "recipe_encoder_lr_scale": RECIPE_COMMON["encoder_lr_scale"], "families": {},
                      "machine_before": machine()}
     for family in RECIPE_GROUPS:
         cfg = recipe_config(family, fold=args.fold, num_workers=1)

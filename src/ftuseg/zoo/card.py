@@ -95,9 +95,8 @@ def budget_section(run_info: dict[str, Any], cfg: Any, ckpt: dict[str, Any]) -> 
     machine = (f"{m.get('cpu_model', 'unknown CPU')} ({flags}), {m.get('cpu_count', '?')} cores, "
                f"{m.get('torch_threads', '?')} torch threads" + (f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU"))
     seconds = run_info.get("seconds")
-    scale = getattr(cfg, "encoder_lr_scale", 1.0)
-    lr = (f"peak LR {cfg.lr:g}" if scale == 1.0
-          else f"peak LR {cfg.lr:g} for the decoder and head, {cfg.lr * scale:.3g} for the encoder")
+    lr = (f"peak LR {cfg.lr:g}" if cfg.encoder_lr_scale == 1.0
+          else f"peak LR {cfg.lr:g} for the decoder and head, {cfg.lr * cfg.encoder_lr_scale:.3g} for the encoder")
     lines = [
         f"- Budget: {cfg.max_minutes:g} minutes of wall-clock training" if cfg.max_minutes
         else "- Budget: no time limit",
