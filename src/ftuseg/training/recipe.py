@@ -26,6 +26,7 @@ from ftuseg.errors import FtusegError
 # (benchmarks/results/kidney_decoder_lr.json); glands with D4 TTA + tuned post GlaS 0.896 vs 0.878, RINGS 0.924 vs
 # 0.898 (glands_decoder_lr.json; locked fold 4 in *_decoder_lr_fold4.json). A whole-network peak of 3e-3 or 5e-4
 # lost GlaS about a point (glands_lr*.json).
+# The whole recipe with it under the full protocol: recipe_folds_glands_decoder_lr.json.
 RECIPE_COMMON: dict[str, Any] = dict(
     encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet-lite0", batch_size=8, tiles_per_epoch=256,
     lr=3e-3, encoder_lr_scale=1 / 3, val_every=4, infer_batch_size=8, epochs=100_000,
