@@ -390,3 +390,51 @@ def test_recipe_config_is_the_pretrained_specialist_recipe():
     assert recipe_config("lung").lr == glands.lr and recipe_config("lung").encoder_lr_scale == glands.encoder_lr_scale
     assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
     assert recipe_config("lung").organs == ["lung"]
+
+
+@pytest.mark.parametrize("factor", [6.0, 2.0, 1.6, 0.5])
+def test_area_targets_stay_aligned_with_their_image_where_nearest_drifts(factor):
+    """A disc's mask resampled like its image lands where the image's disc does, with fractional edges."""
+    from ftuseg.inference.resample import resize_image, resize_mask, resize_target
+
+    n = 960
+    yy, xx = np.mgrid[0:n, 0:n]
+    mask = ((yy - 401) ** 2 + (xx - 530) ** 2 < 150**2).astype(np.uint8)
+    img = np.repeat(mask[..., None] * 200, 3, axis=-1).astype(np.uint8)
+    side = int(round(n / factor))
+
+    def centroid(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64)
+        gy, gx = np.mgrid[0:a.shape[0], 0:a.shape[1]]
+        return np.array([(a * gy).sum(), (a * gx).sum()]) / a.sum()
+
+    seen = centroid(resize_image(img, (side, side))[..., 0])
+    soft = resize_target(mask, (side, side))
+    assert soft.dtype == np.float32 and 0.0 <= soft.min() and soft.max() <= 1.0
+    np.testing.assert_allclose(centroid(soft), seen, atol=0.02)
+    # the FTU area is kept to a fraction of a boundary pixel
+    assert abs(soft.sum() - mask.sum() / factor**2) < 0.01 * mask.sum() / factor**2
+    if factor >= 2:  # shrinking: some edge pixels are partly covered, and nearest is off by (f - 1) / 2f px
+        assert ((soft > 0.05) & (soft < 0.95)).any()
+        drift = centroid(resize_mask(mask, (side, side))) - seen
+        assert np.all(np.abs(drift - (factor - 1) / (2 * factor)) < 0.1)
+
+
+def test_tile_dataset_trains_on_area_targets_when_asked(synth_data):
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training.datasets import TileDataset
+
+    table = load_table(synth_data, "train", need_rle=True)
+    cfg = tiny_config(preset="tiled", fg_fraction=1.0, scale_jitter=0.0)
+    hard, soft = TileDataset(table, cfg, length=4), TileDataset(table, cfg.replace(target_resample="area"), length=4)
+    for i in range(4):
+        (xh, yh), (xs, ys) = hard[i], soft[i]
+        torch.testing.assert_close(xh, xs)  # the same tiles: only the target's resampling differs
+        assert set(torch.unique(yh).tolist()) <= {0.0, 1.0}
+        assert 0.0 <= float(ys.min()) and float(ys.max()) <= 1.0
+        # the same FTUs, to within the edge pixels
+        assert float((yh - ys).abs().mean()) < 0.1
+    fractional = [((y > 0.01) & (y < 0.99)).any() for _, y in (soft[i] for i in range(4))]
+    assert any(fractional)
+    with pytest.raises(FtusegError, match="target_resample"):
+        cfg.replace(target_resample="bicubic")

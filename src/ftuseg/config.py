@@ -92,6 +92,10 @@ class RunConfig:
                 "tiles push towards over-segmentation (ftu-bench: 0.2 beat 0.5)"})
     scale_jitter: float = field(default=0.15, metadata={
         "help": "random scale change of training tiles, as a fraction (0.15: x0.85-1.15; augment full)"})
+    target_resample: str = field(default="nearest", metadata={
+        "help": "how a training tile's mask is resampled to the tile's µm/px: nearest (0/1 labels; OpenCV's "
+                "mapping, up to half a tile pixel off the image when shrinking) or area (the FTU share of each "
+                "tile pixel, aligned with the image)"})
     amp: bool = field(default=True, metadata={
         "help": "training autocast: bf16/fp16 on CUDA, bf16 on CPUs with native bf16 (else fp32)"})
     val_every: int = field(default=1, metadata={"help": "validate every N epochs (and after the last)"})
@@ -165,6 +169,8 @@ class RunConfig:
             raise FtusegError(f"config: infer_margin must be in [0, 1] (a fraction of a tile), got {self.infer_margin}")
         if self.blend not in ("gaussian", "cosine"):
             raise FtusegError(f"config: blend must be gaussian or cosine, got {self.blend!r}")
+        if self.target_resample not in ("nearest", "area"):
+            raise FtusegError(f"config: target_resample must be nearest or area, got {self.target_resample!r}")
         return self
 
     def infer_margin_px(self) -> int:

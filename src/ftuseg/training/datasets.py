@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ftuseg.config import RunConfig
-from ftuseg.inference.resample import resize_image, resize_mask, scale_factor
+from ftuseg.inference.resample import resize_image, resize_mask, resize_target, scale_factor
 from ftuseg.io.dataset import read_row_image, read_row_truth
 
 
@@ -157,11 +157,12 @@ class TileDataset(Dataset):
         src = max(2, int(round(tile / factor)))  # source pixels that map onto the tile
         y0, x0 = int(cy) - src // 2, int(cx) - src // 2
         crop_img = window_at_tile_scale(img, y0, x0, src, tile, resize_image)
-        crop_mask = window_at_tile_scale(mask, y0, x0, src, tile, resize_mask)
+        resize_truth = resize_target if self.cfg.target_resample == "area" else resize_mask
+        crop_mask = window_at_tile_scale(mask, y0, x0, src, tile, resize_truth)
         if not self.weighted:
             return _to_tensors(crop_img, crop_mask)
         weight = np.ones_like(crop_mask) if roi is None else window_at_tile_scale(
-            roi.astype(np.uint8), y0, x0, src, tile, resize_mask)
+            roi.astype(np.uint8), y0, x0, src, tile, resize_truth)
         return _to_tensors(crop_img, crop_mask, weight)
 
 
