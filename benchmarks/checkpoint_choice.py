@@ -34,18 +34,21 @@ def main() -> None:
     if not (args.data / "train.csv").exists():
         raise SystemExit(f"ftu-bench not found at {args.data}: nothing to benchmark")
 
-    import torch
+    import pandas as pd
+
+    from ftuseg.models.checkpoint import load_checkpoint
 
     results: dict = {"benchmark": "checkpoint_choice", "folds": folds, "runs": {}, "machine_before": machine()}
     t0 = time.perf_counter()
     for root in args.runs:
         for k in folds:
             for run_dir in sorted(root.glob(f"*-fold{k}")):
-                if not (run_dir / "best.pt").exists() or not (run_dir / "last.pt").exists():
-                    raise SystemExit(f"{run_dir}: no best.pt and last.pt to compare")
-                best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
-                last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
-                history = last["history"]
+                if not all((run_dir / f).exists() for f in ("best.pt", "last.pt", "metrics.csv")):
+                    raise SystemExit(f"{run_dir}: no best.pt, last.pt and metrics.csv to compare")
+                # the run's own epoch log; the kept checkpoint says which step it is
+                log = pd.read_csv(run_dir / "metrics.csv")
+                history = log.astype(object).where(log.notna(), None).to_dict("records")
+                best = load_checkpoint(run_dir / "best.pt")
                 res = score_run(args.data, run_dir, variants=(("last", "last", "model", False),))
                 chosen = next(h for h in history if h["step"] == best["step"])
                 results["runs"][str(run_dir)] = {

@@ -91,6 +91,7 @@ class TileDataset(Dataset):
             OrderedDict())
         self._cached = 0
         self.weighted = has_regions(self.table)
+        self.resize_truth = resize_target if cfg.target_resample == "area" else resize_mask
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -157,12 +158,11 @@ class TileDataset(Dataset):
         src = max(2, int(round(tile / factor)))  # source pixels that map onto the tile
         y0, x0 = int(cy) - src // 2, int(cx) - src // 2
         crop_img = window_at_tile_scale(img, y0, x0, src, tile, resize_image)
-        resize_truth = resize_target if self.cfg.target_resample == "area" else resize_mask
-        crop_mask = window_at_tile_scale(mask, y0, x0, src, tile, resize_truth)
+        crop_mask = window_at_tile_scale(mask, y0, x0, src, tile, self.resize_truth)
         if not self.weighted:
             return _to_tensors(crop_img, crop_mask)
         weight = np.ones_like(crop_mask) if roi is None else window_at_tile_scale(
-            roi.astype(np.uint8), y0, x0, src, tile, resize_truth)
+            roi.astype(np.uint8), y0, x0, src, tile, self.resize_truth)
         return _to_tensors(crop_img, crop_mask, weight)
 
 
