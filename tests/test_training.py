@@ -318,6 +318,37 @@ def test_fresh_run_replaces_a_stale_best_checkpoint_at_its_first_epoch(synth_dat
     assert best["epoch"] == 0 and best["config"]["encoder"] == "resnet18"
 
 
+@pytest.mark.parametrize("select_after, validated, kept", [(0.0, [1, 2, 3, 4], 1), (0.5, [2, 3, 4], 3)])
+def test_only_validations_in_the_selection_window_choose_the_best_checkpoint(synth_data, tmp_path, monkeypatch,
+                                                                             select_after, validated, kept):
+    import ftuseg.training.trainer as T
+
+    # a selection split that prefers the peak-LR epoch 1 to the annealed ones: the window must overrule it
+    dice_by_epoch = {1: 0.99, 2: 0.5, 3: 0.7, 4: 0.6}
+    seen = []
+
+    def fake_eval(*args, **kwargs):
+        epoch = len(pd.read_csv(run / "metrics.csv")) + 1 if (run / "metrics.csv").exists() else 1
+        seen.append(epoch)
+        return pd.DataFrame({"dice": [dice_by_epoch[epoch]]}), None
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(T, "evaluate_images", fake_eval)
+    val_every = 1 if select_after == 0 else 100  # in the window every epoch is validated whatever val_every says
+    res = T.train(tiny_config(epochs=4, val_every=val_every, select_after=select_after), synth_data, run,
+                  progress=False)
+    assert seen == validated
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == kept - 1 and res.best_dice == dice_by_epoch[kept]
+    log = pd.read_csv(run / "metrics.csv")
+    assert list(log["val_dice"].notna()) == [e in validated for e in (1, 2, 3, 4)]
+
+
+def test_select_after_must_be_a_share_of_the_schedule():
+    with pytest.raises(FtusegError, match="select_after"):
+        tiny_config(select_after=1.0)
+
+
 @pytest.mark.slow
 def test_fit_trains_every_family_per_fold_and_tunes_out_of_fold(tmp_path, monkeypatch):
     """``ftuseg fit``: one specialist per FTU family and fold, post-processing tuned on their OOF output,
@@ -389,6 +420,7 @@ def test_recipe_config_is_the_pretrained_specialist_recipe():
     assert glands.lr * glands.encoder_lr_scale == pytest.approx(1e-3) and glands.lr == pytest.approx(3e-3)
     assert recipe_config("lung").lr == glands.lr and recipe_config("lung").encoder_lr_scale == glands.encoder_lr_scale
     assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
+    assert kidney.select_after == glands.select_after == 0.7  # only annealed checkpoints compete
     assert recipe_config("lung").organs == ["lung"]
 
 

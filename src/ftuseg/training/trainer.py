@@ -392,7 +392,10 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         last_epoch = stop or epoch == cfg.epochs - 1
         val_dice = None
         D.average_buffers(core, info)
-        if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
+        # selection window: only validations this far into the schedule may become best.pt (every epoch in it)
+        in_window = progress_frac(now) >= cfg.select_after or last_epoch
+        if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch
+                                                 or (cfg.select_after > 0 and in_window)):
             scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), eval_cfg, val_table, progress=progress)
             val_dice = float(scores["dice"].mean())
         record = {"epoch": epoch + 1, "step": step, "lr": cur_lr if losses else lr, "train_loss": train_loss,
@@ -400,7 +403,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
                   "tiles_per_s": round(seen * info.world_size / max(epoch_s, 1e-9), 3)}
         history.append(record)
         if info.is_main:
-            improved = val_dice is not None and (best is None or val_dice > best)
+            improved = val_dice is not None and in_window and (best is None or val_dice > best)
             if improved:
                 best = val_dice
             ema_state = {"ema": ema.module.state_dict()} if ema is not None else {}
