@@ -318,7 +318,7 @@ def test_fresh_run_replaces_a_stale_best_checkpoint_at_its_first_epoch(synth_dat
     assert best["epoch"] == 0 and best["config"]["encoder"] == "resnet18"
 
 
-@pytest.mark.parametrize("select_after, validated, kept", [(0.0, [1, 2, 3, 4], 1), (0.5, [2, 3, 4], 3)])
+@pytest.mark.parametrize("select_after, validated, kept", [(0.0, [1, 2, 3, 4], 1), (0.5, [2, 3, 4], 3), (1.0, [4], 4)])
 def test_only_validations_in_the_selection_window_choose_the_best_checkpoint(synth_data, tmp_path, monkeypatch,
                                                                              select_after, validated, kept):
     import ftuseg.training.trainer as T
@@ -346,7 +346,7 @@ def test_only_validations_in_the_selection_window_choose_the_best_checkpoint(syn
 
 def test_select_after_must_be_a_share_of_the_schedule():
     with pytest.raises(FtusegError, match="select_after"):
-        tiny_config(select_after=1.0)
+        tiny_config(select_after=1.5)
 
 
 @pytest.mark.slow
@@ -420,7 +420,7 @@ def test_recipe_config_is_the_pretrained_specialist_recipe():
     assert glands.lr * glands.encoder_lr_scale == pytest.approx(1e-3) and glands.lr == pytest.approx(3e-3)
     assert recipe_config("lung").lr == glands.lr and recipe_config("lung").encoder_lr_scale == glands.encoder_lr_scale
     assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
-    assert kidney.select_after == glands.select_after == 0.7  # only annealed checkpoints compete
+    assert kidney.select_after == glands.select_after == 1.0  # the last checkpoint is kept
     assert recipe_config("lung").organs == ["lung"]
 
 

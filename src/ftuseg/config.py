@@ -85,8 +85,9 @@ class RunConfig:
     select_after: float = field(default=0.0, metadata={
         "help": "share of the schedule (steps or budget, whichever runs out first) before which validations do not "
                 "compete for the best checkpoint, 0-1; from there on every epoch is validated (0: every validation "
-                "competes). Late in a one-cycle schedule the LR has annealed and a small selection split's noise "
-                "cannot pick a peak-LR checkpoint"})
+                "competes; 1: the last epoch's checkpoint is kept, the inner split still logs validation Dice). "
+                "Late in a one-cycle schedule the LR has annealed and a small selection split's noise cannot pick "
+                "a peak-LR checkpoint"})
     seed: int = field(default=0, metadata={"help": "random seed (splits, sampling, initialisation)"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (0: load in the main process)"})
     augment: str = field(default="flips", metadata={
@@ -157,8 +158,8 @@ class RunConfig:
             raise FtusegError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.select_fraction < 1:
             raise FtusegError(f"config: select_fraction must be in [0, 1), got {self.select_fraction}")
-        if not 0 <= self.select_after < 1:
-            raise FtusegError(f"config: select_after must be in [0, 1), got {self.select_after}")
+        if not 0 <= self.select_after <= 1:
+            raise FtusegError(f"config: select_after must be in [0, 1], got {self.select_after}")
         if self.fold is not None and not 0 <= self.fold < self.n_folds:
             raise FtusegError(f"config: fold must be in [0, {self.n_folds}), got {self.fold}")
         if isinstance(self.data_pixel_size, str):  # a flag or YAML string
