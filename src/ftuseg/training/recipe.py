@@ -5,8 +5,8 @@ The recipe is what the shipped models are trained with (benchmarks/zoo_train.py 
 EfficientNet-Lite0 U-Net from the offline ImageNet checkpoint, one specialist per FTU family (kidney at
 3 µm/px on 320 px tiles: ~1 mm of context per tile with a glomerulus ~67 px across, and a crop smaller than
 a tile seen up to 2x finer; glands see 0.25-0.5 mm at finer detail), each fold run's last checkpoint kept
-(an inner split of its training part logs validation Dice), and per-organ threshold (0.4-0.6), minimum object area and hole filling tuned
-on the out-of-fold probabilities.
+(an inner split of its training part logs validation Dice), and per-organ threshold (0.4-0.6), minimum object
+area and hole filling tuned on the out-of-fold probabilities.
 """
 
 from __future__ import annotations
