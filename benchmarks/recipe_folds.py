@@ -1,12 +1,12 @@
 """The recipe under a fixed per-fold budget: pooled out-of-fold Dice on folds 0-3, locked fold 4 beside it.
 
 For every fold k the recipe (``ftuseg.training.recipe``: ImageNet EfficientNet-Lite0 U-Nets, one specialist
-per FTU family, checkpoint chosen on an inner split of the training part) trains on the other folds under
-``--minutes`` per fold, shared by the families by ``--shares``; the held-out fold is scored once (also with
-flip TTA under --tta). Folds 0-3 are pooled (per-image Dice, then mean per organ and data source) and their
-per-fold spread is given; fold 4 is locked: nothing is chosen on it, it is trained and scored last and
-reported beside the pooled figure. Writes benchmarks/results/recipe_folds.json after every fold (a killed
-run resumes with --resume, skipping the folds already in the JSON).
+per FTU family, each run's last checkpoint kept, an inner split of its training part for post tuning) trains
+on the other folds under ``--minutes`` per fold, shared by the families by ``--shares``; the held-out fold is
+scored once (also with flip TTA under --tta). Folds 0-3 are pooled (per-image Dice, then mean per organ and
+data source) and their per-fold spread is given; fold 4 is locked: nothing is chosen on it, it is trained and
+scored last and reported beside the pooled figure. Writes benchmarks/results/recipe_folds.json after every
+fold (a killed run resumes with --resume, skipping the folds already in the JSON).
 
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --tune-post   # the README's run
     python benchmarks/recipe_folds.py --minutes 20 --folds 0,1,2,3,4 --tta --d4 --ema 0.98 \
