@@ -156,3 +156,51 @@ def test_tuning_in_memory_float_probs_and_per_organ_binarize():
     assert report.set_index("organ")["dice_tuned"].to_dict() == pytest.approx({"kidney": 1.0, "largeintestine": 1.0})
     # untuned 0.5 finds nothing of the faint kidney: tuning is what makes it
     assert not Thresholds().binarize(probs["k0"], "kidney", 1.0).any()
+
+
+def disc(radius: float, size: int = 64, centre: tuple[int, int] = (32, 32)) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (np.hypot(yy - centre[0], xx - centre[1]) <= radius).astype(np.uint8)
+
+
+def test_object_threshold_keeps_a_faint_object_that_a_higher_threshold_shrinks_under_the_minimum_area():
+    """A faint FTU (0.58, a 0.7 core) and a confident 4-pixel speck (0.9): at threshold 0.6 the FTU is its core,
+    under the minimum area. Judged at 0.5 it is an object of 113 pixels: kept, with the 0.6 boundary."""
+    prob = disc(6) * 0.58 + disc(3) * 0.12
+    prob[2:4, 2:4] = 0.9
+    core, ftu = int(disc(3).sum()), int(disc(6).sum())
+    assert core < 50 < ftu
+    assert not binarize(prob, 0.6, min_area_px=50).any()  # the faint FTU is erased
+    kept = binarize(prob, 0.6, min_area_px=50, object_threshold=0.5)
+    assert np.array_equal(kept, disc(3))  # kept, its boundary still at 0.6; the speck still dropped
+    # below the object threshold the mask grows, and which objects exist is still judged at 0.5
+    low = binarize(prob, 0.4, min_area_px=50, object_threshold=0.5)
+    assert np.array_equal(low, disc(6))
+    t = Thresholds(0.6, 50.0, object_threshold=0.5)
+    assert np.array_equal(t.binarize(prob, "kidney", 1.0), disc(3))
+    assert not Thresholds(0.6, 50.0).binarize(prob, "kidney", 1.0).any()
+
+
+def test_tuning_with_an_object_threshold_or_a_minimum_area_grid():
+    """Tuning judges minimum areas as binarize will, and never tries an area outside the grid it is given."""
+    import pandas as pd
+
+    from ftuseg.inference.threshold_tuning import tune_on_probs
+    from ftuseg.rle import encode_rle
+
+    rows, probs = [], {}
+    for i in range(3):
+        prob = disc(6, centre=(30 + i, 32)) * 0.58 + disc(3, centre=(30 + i, 32)) * 0.12
+        prob[2:4, 2 + i:4 + i] = 0.95  # a speck the truth lacks: a minimum area is worth having
+        probs[f"k{i}"] = prob
+        rows.append({"id": f"k{i}", "organ": "kidney", "pixel_size": 1.0,
+                     "rle": encode_rle(disc(3, centre=(30 + i, 32)))})
+    table = pd.DataFrame(rows).assign(img_height=64, img_width=64, data_source="x")
+    grid = (0.0, 10.0, 40.0, 200.0)
+    plain, _ = tune_on_probs(probs, table, threshold_grid=(0.6,), min_area_grid=grid)
+    by_objects, report = tune_on_probs(probs, table, threshold_grid=(0.6,), min_area_grid=grid, object_threshold=0.5)
+    assert plain.for_organ("kidney")[1] == 10.0  # 40 would erase the 29-pixel core too
+    assert by_objects.object_threshold == 0.5 and by_objects.for_organ("kidney")[1] in (10.0, 40.0)
+    assert report["dice_tuned"].iloc[0] == pytest.approx(1.0)
+    none, _ = tune_on_probs(probs, table, threshold_grid=(0.6,), min_area_grid=(0.0,))
+    assert none.for_organ("kidney")[1] == 0.0
