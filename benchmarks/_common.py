@@ -68,7 +68,7 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     ``("last_ema", "last", "ema", False)`` scores the moving-average weights of the last checkpoint.
 
     With ``tune_post`` each scoring (``no_tta``, ``tta``) also gets a ``<name>_tuned`` twin: the same held-out
-    probabilities through per-organ threshold (the recipe's 0.4-0.6; 0.1-0.9 before post_rules.py chose it),
+    probabilities through per-organ threshold (``RECIPE_THRESHOLDS``: 0.5 alone since post_rules_keep_last.json),
     minimum area and hole filling tuned on the run's inner selection split (part of its training folds, never
     the reported one) with the same TTA setting.
 

@@ -8,9 +8,10 @@ it to that run's held-out fold, and pools folds 0-3 beside the locked fold 4:
 
   threshold 0.5        no tuning
   tuned 0.1-0.9        the recipe's rule until this script: every threshold 0.1-0.9, minimum area, hole filling
-  post at 0.5          threshold kept at 0.5; minimum area and hole filling tuned
-  threshold 0.4-0.6    thresholds 0.4-0.6 only; minimum area and hole filling tuned (chosen: the recipe's rule
-                       since, ``RECIPE_THRESHOLDS``)
+  post at 0.5          threshold kept at 0.5; minimum area and hole filling tuned (the recipe's rule since
+                       post_rules_keep_last.json)
+  threshold 0.4-0.6    thresholds 0.4-0.6 only; minimum area and hole filling tuned (chosen in
+                       post_rules_kidney3um.json: the recipe's rule until post_rules_keep_last.json)
   tuned, gain >= G     tuned 0.1-0.9, but an organ keeps the plain setting (0.5, no minimum area, no hole
                        filling) unless tuning beats it by G mean Dice on the selection images
 
@@ -29,15 +30,19 @@ float scoring in a pixel at the boundary). The README's run:
     python benchmarks/post_rules.py --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \\
         --out benchmarks/results/post_rules_kidney3um.json
 
-and three guards against a tuned threshold above 0.5 shrinking a faint FTU under the minimum area (it erased an
-AIDPATH glomerulus in ``recipe_folds_keep_last.json``): no minimum area; the minimum area judged on the objects at
-0.5; the minimum areas tried capped at the smallest FTU in the run's training masks. Their run:
+The same two commands on the runs of ``recipe_folds_keep_last.json`` chose ``post at 0.5``, the recipe's rule
+since (``RECIPE_THRESHOLDS`` is 0.5 alone):
 
-    python benchmarks/recipe_folds.py --score-only --runs benchmarks/results/runs/recipe_folds_keep_last \
+    python benchmarks/recipe_folds.py --score-only --runs benchmarks/results/runs/recipe_folds_keep_last \\
         --tta d4 --tune-post --save-probs --out benchmarks/results/recipe_folds_keep_last_d4_probs.json
-    python benchmarks/post_rules.py --runs benchmarks/results/runs/recipe_folds_keep_last \
-        --recorded benchmarks/results/recipe_folds_keep_last_d4_probs.json \
+    python benchmarks/post_rules.py --runs benchmarks/results/runs/recipe_folds_keep_last \\
+        --recorded benchmarks/results/recipe_folds_keep_last_d4_probs.json \\
         --out benchmarks/results/post_rules_keep_last.json
+
+Three guards measured in that run against a tuned threshold above 0.5 shrinking a faint FTU under the minimum
+area (it erased an AIDPATH glomerulus there): no minimum area, the minimum area judged on the objects at 0.5, the
+minimum areas tried capped at the smallest FTU in the run's training masks. They lost to ``post at 0.5`` and were
+removed with the library options they needed; ``git checkout 79beee1`` reruns them.
 
 ``post_rules_kidney3um.json`` predates the two cross-fold rules; with them the same command wrote
 ``benchmarks/results/post_rules_crossfold.json`` (``--out``), every earlier row unchanged. A rule in between, the
@@ -59,7 +64,7 @@ from accuracy import markdown_table, pooled_row
 from recipe_folds import LOCKED_FOLD
 
 from _common import DEFAULT_DATA, machine, peak_rss_mib, rescore, write_json
-from ftuseg.inference.threshold_tuning import MIN_AREA_GRID_UM2, THRESHOLD_GRID
+from ftuseg.inference.threshold_tuning import THRESHOLD_GRID
 
 FULL_GRID = tuple(float(t) for t in THRESHOLD_GRID)
 NEAR_HALF = (0.4, 0.45, 0.5, 0.55, 0.6)  # chosen here; the recipe's RECIPE_THRESHOLDS since
@@ -71,15 +76,6 @@ RULES: dict[str, tuple[tuple[float, ...], float] | None] = {
     "threshold 0.4-0.6": (NEAR_HALF, 0.0),
     "tuned, gain >= 0.005": (FULL_GRID, 0.005),
     "tuned, gain >= 0.01": (FULL_GRID, 0.01),
-}
-# rule -> tune_on_probs options, thresholds 0.4-0.6 as the recipe, on the run's selection split: three guards
-# against what erased an AIDPATH glomerulus (recipe_folds_keep_last.json, fold 2: a faint glomerulus shrank under
-# threshold 0.6 below the 2000 µm² minimum area, both tuned on one HuBMAP block). "smallest training FTU": the
-# minimum areas tried stop at the smallest FTU annotated in the run's training images of that organ
-GUARDED_RULES: dict[str, dict] = {
-    "0.4-0.6, no minimum area": {"min_area_grid": (0.0,)},
-    "0.4-0.6, minimum area judged at 0.5": {"object_threshold": 0.5},
-    "0.4-0.6, minimum area under the smallest training FTU": {"cap_by_training": True},
 }
 # rule -> thresholds tried, tuned not on the run's own selection split but on the held-out images of the same
 # family's other runs (folds 0-3 but the run's own; fold 4 never): what ``ftuseg fit`` does, which tunes on the
@@ -132,40 +128,7 @@ def run_rules(run_dir: Path, data: Path, scoring: str) -> tuple[int, dict[str, d
                     thresholds.organs[row["organ"]] = {"threshold": 0.5, "min_area_um2": 0.0, "fill_holes_um2": 0.0}
         out[name] = {"per_image": rescore(thresholds, heldout, held_probs, base), "thresholds": asdict(thresholds),
                      "tuning": tuning}
-    smallest = smallest_ftu_um2(table.iloc[train_idx])
-    for name, options in GUARDED_RULES.items():
-        options = dict(options)
-        if options.pop("cap_by_training", False):
-            thresholds, tuning = Thresholds(), []
-            for organ, rows in select.groupby("organ"):  # per organ: each has its own cap
-                grid = tuple(a for a in MIN_AREA_GRID_UM2 if a <= smallest.get(str(organ), 0.0))
-                t, report = tune_on_probs({i: select_probs[i] for i in rows["id"].astype(str)}, rows,
-                                          source=str(folder), threshold_grid=NEAR_HALF, min_area_grid=grid)
-                thresholds.organs.update(t.organs)
-                tuning += [{**r, "min_area_cap_um2": smallest.get(str(organ), 0.0)} for r in report.to_dict("records")]
-        else:
-            thresholds, report = tune_on_probs(select_probs, select, source=str(folder), threshold_grid=NEAR_HALF,
-                                               **options)
-            tuning = report.to_dict("records")
-        out[name] = {"per_image": rescore(thresholds, heldout, held_probs, base), "thresholds": asdict(thresholds),
-                     "tuning": tuning}
     return int(cfg.fold), out, (tuple(cfg.organs), heldout, held_probs, base)
-
-
-def smallest_ftu_um2(rows: pd.DataFrame) -> dict[str, float]:
-    """Per organ, the area (µm²) of the smallest 8-connected object annotated in ``rows``' masks."""
-    import cv2
-
-    from ftuseg.io.dataset import expected_shape, read_row_truth
-
-    out: dict[str, float] = {}
-    for _, row in rows.iterrows():
-        truth, _ = read_row_truth(row, expected_shape(row))
-        areas = cv2.connectedComponentsWithStats(truth.astype(np.uint8), connectivity=8)[2][1:, 4]
-        if len(areas):
-            a = float(areas.min()) * float(row["pixel_size"]) ** 2
-            out[str(row["organ"])] = min(out.get(str(row["organ"]), np.inf), a)
-    return out
 
 
 def cross_fold_rules(held: dict[str, tuple], folds: dict[str, int]) -> dict[str, dict[str, dict]]:
@@ -237,7 +200,7 @@ def main() -> None:
         by_fold.setdefault(str(fold), {})[run.name] = rules
     for name, rules in cross_fold_rules(held, fold_of).items():
         by_fold[str(fold_of[name])][name].update(rules)
-    all_rules = [*RULES, *GUARDED_RULES, *CROSS_FOLD_RULES]
+    all_rules = [*RULES, *CROSS_FOLD_RULES]
     pooled = sorted(k for k in by_fold if int(k) != LOCKED_FOLD)
 
     def images(folds: list[str], rule: str) -> list[dict]:
@@ -255,7 +218,6 @@ def main() -> None:
     results = {"benchmark": "post_rules", "scoring": args.scoring, "runs": [str(r) for r in runs],
                "reproduction": reproduction,
                "rules": {**{k: v and {"threshold_grid": v[0], "min_gain": v[1]} for k, v in RULES.items()},
-                         **{k: {"threshold_grid": NEAR_HALF, **v} for k, v in GUARDED_RULES.items()},
                          **{k: {"threshold_grid": v, "tuned_on": "other pooled folds"}
                             for k, v in CROSS_FOLD_RULES.items()}},
                "locked_fold": LOCKED_FOLD,

@@ -25,8 +25,9 @@ that recipe. The third is the candidate that replaced it (today's recipe; ``--se
 under the given settings), e.g. with another TTA; the steps and seconds recorded are the runs' own.
 ``--save-probs`` keeps the probabilities it scores for benchmarks/post_rules.py.
 
-``--tune-post`` tunes thresholds in the recipe's 0.4-0.6 (``RECIPE_THRESHOLDS``); every JSON above was made
-while it tried 0.1-0.9 (``git checkout 9aebf34`` reruns them so).
+``--tune-post`` tunes what the recipe tunes (``RECIPE_THRESHOLDS``: threshold 0.5 alone since
+post_rules_keep_last.json, 0.4-0.6 before it, 0.1-0.9 before post_rules_kidney3um.json: ``git checkout 9aebf34``
+reruns a JSON of that time so), with minimum area and hole filling.
 
 The budget is wall-clock minutes per fold (the issue's protocol); the steps and tiles it bought and the
 load average before and after are recorded beside every figure, since other jobs change what a minute buys.

@@ -387,7 +387,7 @@ def test_fit_trains_every_family_per_fold_and_tunes_out_of_fold(tmp_path, monkey
             assert set(thr.organs) == set(members)  # tuned on this family's own out-of-fold images
     tuned = pd.DataFrame(summary["tuning"])
     assert set(tuned["organ"]) == organs
-    # the recipe's thresholds stay in 0.4-0.6, whatever a barely trained network's probabilities favour
+    # the recipe's threshold stays 0.5, whatever a barely trained network's probabilities favour
     assert tuned["threshold"].isin(recipe.RECIPE_THRESHOLDS).all()
     assert (tuned["dice_tuned"] >= tuned["dice_at_0.5"] - 1e-9).all()
     sub = tmp_path / "sub.csv"

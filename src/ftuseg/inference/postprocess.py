@@ -26,10 +26,6 @@ class Thresholds:
     # holes (background enclosed by one object) up to this area are filled: gland lumens are part of the
     # gland in GlaS/RINGS annotations; inf fills every hole, 0 none
     fill_holes_um2: float = 0.0
-    # where set, which objects exist is decided at this threshold (an object is kept when it overlaps one of at
-    # least the minimum area there) and the organ's threshold only moves boundaries: a tuned threshold above it
-    # cannot shrink a faint FTU under the minimum area and erase it
-    object_threshold: float | None = None
 
     def for_organ(self, organ: str | None) -> tuple[float, float]:
         o = self.organs.get(str(organ), {}) if organ is not None else {}
@@ -43,7 +39,7 @@ class Thresholds:
         """The mask these settings make of ``prob`` for an image of ``organ`` at ``pixel_size`` µm/px."""
         threshold, area = self.for_organ(organ)
         return binarize(prob, threshold, min_area_pixels(area, pixel_size),
-                        hole_area_pixels(self.holes_for(organ), pixel_size), self.object_threshold)
+                        hole_area_pixels(self.holes_for(organ), pixel_size))
 
     def save(self, path: str | os.PathLike) -> None:
         from ftuseg.io.atomic import atomic_write
@@ -101,24 +97,6 @@ def hole_area_pixels(fill_holes_um2: float, pixel_size: float | None) -> float:
     return fill_holes_um2 / (float(pixel_size) ** 2 if pixel_size else 1.0)
 
 
-def binarize(prob: np.ndarray, threshold: float, min_area_px: int = 0, max_hole_px: float = 0,
-             object_threshold: float | None = None) -> np.ndarray:
-    """``prob > threshold``, holes up to ``max_hole_px`` filled, objects under ``min_area_px`` dropped; with
-    ``object_threshold`` the objects kept are those overlapping an object of at least ``min_area_px`` at it."""
-    mask = fill_small_holes((prob > threshold).astype(np.uint8), max_hole_px)
-    if object_threshold is None or min_area_px <= 0 or object_threshold == threshold:
-        return remove_small_objects(mask, min_area_px)
-    seeds = remove_small_objects(fill_small_holes((prob > object_threshold).astype(np.uint8), max_hole_px),
-                                 min_area_px)
-    return keep_overlapping(mask, seeds)
-
-
-def keep_overlapping(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """The 8-connected components of ``mask`` that share a pixel with ``seeds``."""
-    if not mask.any():
-        return mask
-    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, bool)
-    keep[np.unique(labels[seeds.astype(bool)])] = True
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
+def binarize(prob: np.ndarray, threshold: float, min_area_px: int = 0, max_hole_px: float = 0) -> np.ndarray:
+    mask = (prob > threshold).astype(np.uint8)
+    return remove_small_objects(fill_small_holes(mask, max_hole_px), min_area_px)

@@ -60,7 +60,6 @@ class OrganRoute:
     threshold: float
     min_area_um2: float
     fill_holes_um2: float
-    object_threshold: float | None = None  # see Thresholds.object_threshold
 
     @property
     def needs_context(self) -> bool:
@@ -69,7 +68,7 @@ class OrganRoute:
 
     def binarize(self, prob: np.ndarray, pixel_size: float | None) -> np.ndarray:
         return binarize(prob, self.threshold, min_area_pixels(self.min_area_um2, pixel_size),
-                        hole_area_pixels(self.fill_holes_um2, pixel_size), self.object_threshold)
+                        hole_area_pixels(self.fill_holes_um2, pixel_size))
 
 
 def organ_route(cfgs: Sequence[RunConfig], thresholds: Thresholds, organ: str | None,
@@ -87,7 +86,7 @@ def organ_route(cfgs: Sequence[RunConfig], thresholds: Thresholds, organ: str | 
             "pass --threshold to use one threshold for every organ"
         )
     thr, min_um2 = thresholds.for_organ(organ)
-    return OrganRoute(chosen, thr, min_um2, thresholds.holes_for(organ), thresholds.object_threshold)
+    return OrganRoute(chosen, thr, min_um2, thresholds.holes_for(organ))
 
 
 # ------------------------------------------------------------------------------------------------

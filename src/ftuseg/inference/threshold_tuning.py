@@ -20,7 +20,6 @@ from ftuseg.inference.postprocess import (
     Thresholds,
     fill_small_holes,
     hole_area_pixels,
-    keep_overlapping,
     min_area_pixels,
     remove_small_objects,
 )
@@ -70,7 +69,7 @@ def dice_curve(prob_u8: np.ndarray, truth: np.ndarray, grid: np.ndarray = THRESH
 
 def tune_thresholds(
     run_dirs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, save: bool = True,
-    threshold_grid: Sequence[float] = THRESHOLD_GRID, object_threshold: float | None = None,
+    threshold_grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[Thresholds, pd.DataFrame]:
     """Choose a global and a per-organ (threshold, min area, hole filling) maximising mean out-of-fold Dice.
 
@@ -82,8 +81,7 @@ def tune_thresholds(
     table = table[table["id"].astype(str).isin(probs)]
     if table.empty:
         raise FtusegError(f"{data_dir}: none of the out-of-fold ids are in train.csv")
-    result, report = tune_on_probs(probs, table, source="oof", threshold_grid=threshold_grid,
-                                   object_threshold=object_threshold)
+    result, report = tune_on_probs(probs, table, source="oof", threshold_grid=threshold_grid)
     if save:
         for run in run_dirs:
             result.save(Path(run) / "thresholds.json")
@@ -92,16 +90,13 @@ def tune_thresholds(
 
 def tune_on_probs(
     probs: dict[str, np.ndarray], table: pd.DataFrame, source: str = "probs",
-    threshold_grid: Sequence[float] = THRESHOLD_GRID, min_area_grid: Sequence[float] = MIN_AREA_GRID_UM2,
-    object_threshold: float | None = None,
+    threshold_grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[Thresholds, pd.DataFrame]:
     """:func:`tune_thresholds` on probabilities in memory (uint8 in 1/255 steps, or floats in [0, 1]) for the
     rows of ``table``: e.g. a fold run's inner selection split, which the reported fold never sees.
 
-    ``threshold_grid`` are the thresholds tried (the recipe tries 0.4-0.6 only: see
+    ``threshold_grid`` are the thresholds tried (the recipe keeps 0.5: see
     ``ftuseg.training.recipe.RECIPE_THRESHOLDS``); ``dice_at_0.5`` in the report is always at 0.5.
-    ``min_area_grid`` are the minimum areas tried (µm²); with ``object_threshold`` the minimum area is judged
-    on the objects at that threshold (``Thresholds.object_threshold``), and the result carries it.
     """
     grid = np.round(np.asarray(threshold_grid, dtype=float), 4)
     if grid.size == 0 or (grid <= 0).any() or (grid >= 1).any():
@@ -131,23 +126,15 @@ def tune_on_probs(
         """(min area, hole limit, mean Dice): holes are filled before small objects are dropped, as at
         prediction; the grid is small, so every pair is scored."""
         # post-processing sees the whole image, as at prediction; only the score is limited to the ROIs
-        chosen = [(r, p, t, roi) for (r, p, t, roi), s in zip(items, sel, strict=True) if s]
-        by_objects = object_threshold is not None and object_threshold != thr
-
-        def filled_at(th: float, holes: float) -> list[np.ndarray]:
-            return [fill_small_holes((p > th * 255).astype(np.uint8), hole_area_pixels(holes, float(r["pixel_size"])))
-                    for r, p, _, _ in chosen]
-
+        chosen = [(r, (p > thr * 255).astype(np.uint8), t, roi)
+                  for (r, p, t, roi), s in zip(items, sel, strict=True) if s]
         best = (0.0, 0.0, -1.0)
         for holes in FILL_HOLES_GRID_UM2:
-            masks = filled_at(thr, holes)
-            seeds = filled_at(object_threshold, holes) if by_objects else masks
-            for area in min_area_grid:
-                d = float(np.mean([
-                    roi_dice(keep_overlapping(m, remove_small_objects(o, px)) if by_objects and px > 0
-                             else remove_small_objects(m, px), t, roi)
-                    for (r, _, t, roi), m, o in zip(chosen, masks, seeds, strict=True)
-                    for px in [min_area_pixels(area, float(r["pixel_size"]))]]))
+            filled = [(r, fill_small_holes(m, hole_area_pixels(holes, float(r["pixel_size"]))), t, roi)
+                      for r, m, t, roi in chosen]
+            for area in MIN_AREA_GRID_UM2:
+                d = float(np.mean([roi_dice(remove_small_objects(m, min_area_pixels(area, float(r["pixel_size"]))),
+                                            t, roi) for r, m, t, roi in filled]))
                 if d > best[2] + 1e-9:  # ties keep the simpler (earlier, smaller) setting
                     best = (area, holes, d)
         return best
@@ -155,7 +142,7 @@ def tune_on_probs(
     everything = np.ones(len(items), bool)
     g_thr = best_threshold(everything)
     g_area, g_holes, _ = best_post(everything, g_thr)
-    result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes, object_threshold=object_threshold)
+    result = Thresholds(threshold=g_thr, min_area_um2=g_area, fill_holes_um2=g_holes)
     report = []
     for organ in sorted(set(organs)):
         sel = organs == organ
