@@ -32,6 +32,33 @@ def test_rows_without_group_fall_back_to_their_id():
     assert folds[0] == folds[1]
 
 
+def kidney_like_table() -> pd.DataFrame:
+    """ftu-bench's kidney in miniature: HuBMAP images in large spatial blocks, AIDPATH crops with no group."""
+    blocks = {"b0": 22, "b1": 20, "b2": 15, "b3": 14, "b4": 12, "b5": 10}
+    rows = [{"id": f"h{b}-{i}", "group": b, "data_source": "HuBMAP"} for b, n in blocks.items() for i in range(n)]
+    rows += [{"id": f"a{i}", "group": None, "data_source": "AIDPATH"} for i in range(15)]
+    return pd.DataFrame(rows).assign(organ="kidney")
+
+
+def test_inner_split_balanced_by_data_source_gets_every_source():
+    """By organ the inner split of a kidney fold run is one HuBMAP block (post-processing tuned on one slide);
+    balanced by data_source it also holds AIDPATH crops. Either way no group is split and the share is kept."""
+    from ftuseg.training.splits import group_labels
+    from ftuseg.training.trainer import selection_split
+
+    df = kidney_like_table()
+    train_idx = np.arange(len(df))
+    cfg = tiny_config(fold=0, select_fraction=0.15)
+    for stratify, sources in (("organ", {"HuBMAP"}), ("data_source", {"HuBMAP", "AIDPATH"})):
+        fit, select = selection_split(cfg.replace(select_stratify=stratify), df, train_idx)
+        assert set(df["data_source"].iloc[select]) == sources, stratify
+        assert len(fit) + len(select) == len(df) and abs(len(select) - 0.15 * len(df)) <= 4
+        groups = group_labels(df)
+        assert not set(groups.iloc[fit]) & set(groups.iloc[select])
+    with pytest.raises(FtusegError, match="select_stratify"):
+        tiny_config(select_stratify="patient")
+
+
 def test_one_cycle_shape():
     lrs = [one_cycle_lr(1e-3, p) for p in np.linspace(0, 1, 101)]
     assert lrs[0] == pytest.approx(1e-3 / 25)

@@ -16,6 +16,8 @@ import yaml
 
 from ftuseg.errors import FtusegError
 
+SELECT_STRATA = ("organ", "data_source")  # what a fold run's inner selection split may be balanced by
+
 
 @dataclass
 class RunConfig:
@@ -82,6 +84,11 @@ class RunConfig:
     select_fraction: float = field(default=0.15, metadata={
         "help": "share of a fold run's training images held out (grouped) to choose the best checkpoint, 0-1, "
                 "so the reported fold never chooses anything; 0 keeps the last checkpoint"})
+    select_stratify: str = field(default="organ", metadata={
+        "help": "column the inner selection split is balanced by (organ or data_source): its groups are dealt "
+                "largest first to the inner fold with the fewest images of their stratum, and one inner fold is "
+                "held out; by organ a kidney inner split is one HuBMAP block, by data_source it also gets AIDPATH "
+                "crops"})
     select_after: float = field(default=0.0, metadata={
         "help": "share of the schedule (steps or budget, whichever runs out first) before which validations do not "
                 "compete for the best checkpoint, 0-1; from there on every epoch is validated (0: every validation "
@@ -158,6 +165,9 @@ class RunConfig:
             raise FtusegError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.select_fraction < 1:
             raise FtusegError(f"config: select_fraction must be in [0, 1), got {self.select_fraction}")
+        if self.select_stratify not in SELECT_STRATA:
+            raise FtusegError(f"config: select_stratify must be one of {', '.join(SELECT_STRATA)}, "
+                              f"got {self.select_stratify!r}")
         if not 0 <= self.select_after <= 1:
             raise FtusegError(f"config: select_after must be in [0, 1], got {self.select_after}")
         if self.fold is not None and not 0 <= self.fold < self.n_folds:

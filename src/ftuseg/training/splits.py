@@ -44,13 +44,15 @@ def grouped_folds(df: pd.DataFrame, n_folds: int, seed: int = 0, stratify: str |
 
 
 def train_val_split(
-    df: pd.DataFrame, val_fraction: float = 0.2, fold: int | None = None, n_folds: int = 5, seed: int = 0
+    df: pd.DataFrame, val_fraction: float = 0.2, fold: int | None = None, n_folds: int = 5, seed: int = 0,
+    stratify: str = "organ",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, val).
 
     ``fold`` selects fold k of ``n_folds`` grouped folds. Otherwise a single grouped split: of
     ``round(1 / val_fraction)`` grouped folds (fewer when there are fewer groups), the non-empty one whose
-    size is closest to ``val_fraction``. ``val_fraction=0`` (or a single group) trains on everything.
+    size is closest to ``val_fraction``, its groups dealt by ``stratify`` (see :func:`grouped_folds`; the
+    k-fold split is always by organ). ``val_fraction=0`` (or a single group) trains on everything.
     """
     n = len(df)
     n_groups = group_labels(df).nunique()
@@ -60,7 +62,7 @@ def train_val_split(
         folds = grouped_folds(df, n_folds, seed=seed)
         return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     k = max(2, min(int(round(1.0 / val_fraction)), n_groups))
-    folds = grouped_folds(df, k, seed=seed)
+    folds = grouped_folds(df, k, seed=seed, stratify=stratify)
     counts = np.bincount(folds, minlength=k)
     gap = np.where(counts > 0, np.abs(counts - val_fraction * n), np.inf)
     f = int(np.argmin(gap))

@@ -127,7 +127,7 @@ def selection_split(cfg: RunConfig, table: pd.DataFrame, train_idx: np.ndarray) 
     if cfg.fold is None or cfg.select_fraction <= 0:
         return train_idx, np.arange(0)
     fit, select = train_val_split(table.iloc[train_idx].reset_index(drop=True), cfg.select_fraction,
-                                  seed=cfg.seed + 1)
+                                  seed=cfg.seed + 1, stratify=cfg.select_stratify)
     if len(select) == 0 or len(fit) == 0:
         return train_idx, np.arange(0)
     return train_idx[fit], train_idx[select]
