@@ -16,6 +16,8 @@ fold (a killed run resumes with --resume, skipping the folds already in the JSON
         --out benchmarks/results/recipe_folds_kidney3um_zoom.json   # a candidate recipe: one family changed
     python benchmarks/recipe_folds.py --score-only --runs benchmarks/results/runs/recipe_folds_kidney3um_zoom \
         --tta d4 --tune-post --out benchmarks/results/recipe_folds_kidney3um_zoom_d4.json   # its runs, D4 TTA
+    python benchmarks/recipe_folds.py --minutes 20 --families glomeruli --folds 0,1,2,3 --tta d4 --tune-post \
+        --out benchmarks/results/recipe_folds_kidney_select_organ.json   # one family alone, on its share
 
 The first two README runs were made while the recipe's kidney specialist was 384 px at 4 µm/px;
 ``--set glomeruli.tile_size=384 --set glomeruli.target_mpp=4 --set glomeruli.small_image_zoom=1`` reruns
@@ -141,6 +143,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget per fold (all families together)")
     ap.add_argument("--shares", default="glomeruli=0.55,glands=0.45",
                     help="each family's share of the per-fold budget")
+    ap.add_argument("--families", default=None,
+                    help="train only these families (comma list), each on its --shares share of --minutes: "
+                         "an A/B of one family's setting without retraining the others")
     ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
     ap.add_argument("--runs", type=Path, default=None,
                     help="fold run folders (default: runs/recipe_folds, or runs/<--out's name> with --set)")
@@ -179,14 +184,20 @@ def main() -> None:
     groups = recipe_groups(load_table(args.data, split="train", need_rle=True, need_images=False)["organ"].tolist())
     if set(groups) != set(shares):
         raise SystemExit(f"--shares must name every family of the data: {', '.join(groups)}")
+    if args.families:
+        keep = args.families.split(",")
+        if unknown := set(keep) - set(groups):
+            raise SystemExit(f"--families: no family {', '.join(sorted(unknown))}; the data's: {', '.join(groups)}")
+        groups = {name: organs for name, organs in groups.items() if name in keep}
     overrides = family_overrides(args.sets, groups)
     for name, changed in overrides.items():  # a bad field or value stops the run before any training
         try:
             recipe_config(name, groups[name], **changed)
         except FtusegError as exc:
             raise SystemExit(f"--set: {exc}") from None
-    # a changed recipe trains into its own folders: the recipe's fold runs are read by other benchmarks
-    runs = args.runs or RESULTS / "runs" / ("recipe_folds" if not overrides else args.out.stem)
+    # a changed recipe (or a part of it) trains into its own folders: the recipe's fold runs are read by other
+    # benchmarks
+    runs = args.runs or RESULTS / "runs" / ("recipe_folds" if not (overrides or args.families) else args.out.stem)
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
                      "families": groups, "locked_fold": LOCKED_FOLD, "tta": tta, "tune_post": args.tune_post,
@@ -196,8 +207,8 @@ def main() -> None:
     if args.resume and args.out.exists():
         old = json.loads(args.out.read_text())
         if ((old["budget_minutes_per_fold"], old["shares"], old["tta"], old.get("tune_post", False),
-             old.get("d4", False), old.get("ema_decay", 0.0), old.get("family_overrides", {}))
-                != (args.minutes, shares, tta, args.tune_post, args.d4, args.ema, overrides)):
+             old.get("d4", False), old.get("ema_decay", 0.0), old.get("family_overrides", {}),
+             old["families"]) != (args.minutes, shares, tta, args.tune_post, args.d4, args.ema, overrides, groups)):
             raise SystemExit(f"--resume: {args.out} was run with other settings")
         results["folds"] = old["folds"]
     t0 = time.perf_counter()
