@@ -148,7 +148,8 @@ def main() -> None:
                          "an A/B of one family's setting without retraining the others")
     ap.add_argument("--folds", default="0,1,2,3,4", help="folds to run; the locked fold 4 always runs last")
     ap.add_argument("--runs", type=Path, default=None,
-                    help="fold run folders (default: runs/recipe_folds, or runs/<--out's name> with --set)")
+                    help="fold run folders (default: runs/recipe_folds, or runs/<--out's name> with --set or "
+                         "--families)")
     ap.add_argument("--tta", nargs="?", const="flip", default=None, choices=("flip", "d4"),
                     help="also score with TTA: flips (4x the prediction time; the default of a bare --tta) or d4 "
                          "(8 flips and transposes, the recipe's TTA)")
