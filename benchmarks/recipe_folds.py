@@ -191,6 +191,10 @@ def main() -> None:
             raise SystemExit(f"--families: no family {', '.join(sorted(unknown))}; the data's: {', '.join(groups)}")
         groups = {name: organs for name, organs in groups.items() if name in keep}
     overrides = family_overrides(args.sets, groups)
+    fold_seeds = {int(changed.get("fold_seed", 0)) for changed in overrides.values()} | (
+        {0} if len(overrides) < len(groups) else set())
+    if len(fold_seeds) > 1:  # a fold's families must hold out the same images for the merged score
+        raise SystemExit("--set: every family needs the same fold_seed (the k-fold partition)")
     for name, changed in overrides.items():  # a bad field or value stops the run before any training
         try:
             recipe_config(name, groups[name], **changed)
@@ -202,7 +206,7 @@ def main() -> None:
     folds = sorted({int(f) for f in args.folds.split(",")}, key=lambda k: (k == LOCKED_FOLD, k))
     results: dict = {"benchmark": "recipe_folds", "budget_minutes_per_fold": args.minutes, "shares": shares,
                      "families": groups, "locked_fold": LOCKED_FOLD, "tta": tta, "tune_post": args.tune_post,
-                     "d4": args.d4, "ema_decay": args.ema,
+                     "d4": args.d4, "ema_decay": args.ema, "fold_seed": fold_seeds.pop(),
                      "family_overrides": overrides, "targets": TARGETS, "score_only": args.score_only, "folds": {},
                      "machine_before": machine()}
     if args.resume and args.out.exists():

@@ -95,7 +95,12 @@ class RunConfig:
                 "competes; 1: the last epoch's checkpoint is kept, the inner split still logs validation Dice). "
                 "Late in a one-cycle schedule the LR has annealed and a small selection split's noise cannot pick "
                 "a peak-LR checkpoint"})
-    seed: int = field(default=0, metadata={"help": "random seed (splits, sampling, initialisation)"})
+    seed: int = field(default=0, metadata={
+        "help": "random seed (the single validation split, the inner selection split, sampling, initialisation); "
+                "it does not move the k-fold partition (fold_seed), so runs of two seeds report the same images"})
+    fold_seed: int = field(default=0, metadata={
+        "help": "seed of the grouped k-fold partition (0: ftu-bench's folds, whose fold 4 the benchmarks keep "
+                "locked); another value deals the groups into other folds"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (0: load in the main process)"})
     augment: str = field(default="flips", metadata={
         "help": "flips (the seed), full (D4 + scale jitter + stain/colour) or none"})

@@ -73,11 +73,12 @@ def recipe_groups(organs: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def _check_folds(table, groups: dict[str, list[str]], folds: list[int], n_folds: int, data_dir) -> None:
+def _check_folds(table, groups: dict[str, list[str]], folds: list[int], n_folds: int, data_dir,
+                 fold_seed: int = 0) -> None:
     """Fail before any training when a family would have no training or no held-out image in some fold."""
     from ftuseg.training.splits import grouped_folds
 
-    assignment = grouped_folds(table, n_folds)
+    assignment = grouped_folds(table, n_folds, seed=fold_seed)
     organ = table["organ"].astype(str).to_numpy()
     for name, members in groups.items():
         mine = assignment[[o in members for o in organ]]
@@ -123,7 +124,7 @@ def train_recipe(
     bad = [k for k in folds if not 0 <= k < n_folds]
     if bad:
         raise FtusegError(f"fit: fold {bad[0]} is not in [0, {n_folds})")
-    _check_folds(table, groups, folds, n_folds, data_dir)
+    _check_folds(table, groups, folds, n_folds, data_dir, fold_seed=int(overrides.get("fold_seed", 0)))
     per_run = minutes / (len(groups) * len(folds))
     out = Path(out_dir)
     result = RecipeResult(out)

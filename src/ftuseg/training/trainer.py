@@ -102,7 +102,9 @@ def make_train_dataset(cfg: RunConfig, table: pd.DataFrame, progress: bool = Fal
 
 def split_table(cfg: RunConfig, data_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     table = load_table(data_dir, split="train", need_rle=True, pixel_size=cfg.data_pixel_size, organ=cfg.data_organ)
-    train_idx, val_idx = train_val_split(table, cfg.val_fraction, cfg.fold, cfg.n_folds, cfg.seed)
+    # the k-fold partition has its own seed: a rerun with another training seed reports the same images
+    seed = cfg.fold_seed if cfg.fold is not None else cfg.seed
+    train_idx, val_idx = train_val_split(table, cfg.val_fraction, cfg.fold, cfg.n_folds, seed)
     if cfg.organs:
         # filter after splitting: a specialist's folds are the all-organ folds restricted to its organs
         keep = table["organ"].astype(str).isin(cfg.organs).to_numpy()
