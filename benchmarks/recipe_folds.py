@@ -191,8 +191,7 @@ def main() -> None:
             raise SystemExit(f"--families: no family {', '.join(sorted(unknown))}; the data's: {', '.join(groups)}")
         groups = {name: organs for name, organs in groups.items() if name in keep}
     overrides = family_overrides(args.sets, groups)
-    fold_seeds = {int(changed.get("fold_seed", 0)) for changed in overrides.values()} | (
-        {0} if len(overrides) < len(groups) else set())
+    fold_seeds = {int(overrides.get(name, {}).get("fold_seed", 0)) for name in groups}
     if len(fold_seeds) > 1:  # a fold's families must hold out the same images for the merged score
         raise SystemExit("--set: every family needs the same fold_seed (the k-fold partition)")
     for name, changed in overrides.items():  # a bad field or value stops the run before any training

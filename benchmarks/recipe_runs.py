@@ -37,9 +37,8 @@ def partition(results: dict) -> int:
     training ``seed`` dealt the folds too, so a ``--set FAMILY.seed=1`` run held out other images."""
     if "fold_seed" in results:
         return int(results["fold_seed"])
-    seeds = {int(o.get("seed", 0)) for o in results.get("family_overrides", {}).values()}
-    if len(results.get("family_overrides", {})) < len(results["families"]):
-        seeds.add(0)
+    overrides = results.get("family_overrides") or {}
+    seeds = {int(overrides.get(name, {}).get("seed", 0)) for name in results["families"]}
     if len(seeds) != 1:
         raise SystemExit("recipe_runs: a run whose families were dealt different folds")
     return seeds.pop()

@@ -65,10 +65,9 @@ def test_training_seed_keeps_the_k_fold_partition_and_fold_seed_moves_it(synth_d
     from ftuseg.training.trainer import selection_split, split_table
 
     cfg = tiny_config(fold=1, n_folds=3, select_fraction=0.3)
-    _, train0, val0 = split_table(cfg, synth_data)
+    table, train0, val0 = split_table(cfg, synth_data)
     _, train1, val1 = split_table(cfg.replace(seed=1), synth_data)
     assert val0.tolist() == val1.tolist() and train0.tolist() == train1.tolist() and len(val0) > 0
-    table, _, _ = split_table(cfg, synth_data)
     picks = {seed: selection_split(cfg.replace(seed=seed), table, train0)[1].tolist() for seed in range(4)}
     assert len({tuple(p) for p in picks.values()}) > 1  # the seed still redraws the inner split
     moved = [split_table(cfg.replace(fold_seed=s), synth_data)[2].tolist() for s in range(1, 4)]
