@@ -360,9 +360,11 @@ def test_fresh_run_replaces_a_stale_best_checkpoint_at_its_first_epoch(synth_dat
     assert best["epoch"] == 0 and best["config"]["encoder"] == "resnet18"
 
 
-@pytest.mark.parametrize("select_after, validated, kept", [(0.0, [1, 2, 3, 4], 1), (0.5, [2, 3, 4], 3), (1.0, [4], 4)])
+# val_every 100: past the schedule; 0: only after the last epoch (the recipe's); 2: epochs 2 and 4, outside the window
+@pytest.mark.parametrize("select_after, val_every, validated, kept", [
+    (0.0, 1, [1, 2, 3, 4], 1), (0.5, 100, [2, 3, 4], 3), (1.0, 100, [4], 4), (1.0, 0, [4], 4), (1.0, 2, [2, 4], 4)])
 def test_only_validations_in_the_selection_window_choose_the_best_checkpoint(synth_data, tmp_path, monkeypatch,
-                                                                             select_after, validated, kept):
+                                                                             select_after, val_every, validated, kept):
     import ftuseg.training.trainer as T
 
     # a selection split that prefers the peak-LR epoch 1 to the annealed ones: the window must overrule it
@@ -376,7 +378,6 @@ def test_only_validations_in_the_selection_window_choose_the_best_checkpoint(syn
 
     run = tmp_path / "run"
     monkeypatch.setattr(T, "evaluate_images", fake_eval)
-    val_every = 1 if select_after == 0 else 100  # in the window every epoch is validated whatever val_every says
     res = T.train(tiny_config(epochs=4, val_every=val_every, select_after=select_after), synth_data, run,
                   progress=False)
     assert seen == validated
@@ -389,6 +390,8 @@ def test_only_validations_in_the_selection_window_choose_the_best_checkpoint(syn
 def test_select_after_must_be_a_share_of_the_schedule():
     with pytest.raises(FtusegError, match="select_after"):
         tiny_config(select_after=1.5)
+    with pytest.raises(FtusegError, match="val_every"):
+        tiny_config(val_every=-1)
 
 
 @pytest.mark.slow
@@ -512,3 +515,63 @@ def test_tile_dataset_trains_on_area_targets_when_asked(synth_data):
     assert any(fractional)
     with pytest.raises(FtusegError, match="target_resample"):
         cfg.replace(target_resample="bicubic")
+
+
+def test_one_loader_serves_every_epoch_from_persistent_workers(synth_data):
+    """The trainer's loader: each epoch's tiles are that epoch's (the epoch reaches the worker with every key),
+    from one worker that decodes each image once for the whole run."""
+    import os
+
+    from torch.utils.data import DataLoader
+
+    from ftuseg.io.dataset import load_table
+    from ftuseg.training.datasets import EpochKeyed, EpochOrder, TileDataset
+
+    class CountingTiles(TileDataset):
+        decoded = 0
+
+        def _load(self, i):
+            self.decoded += i not in self._cache
+            return super()._load(i)
+
+        def __getitem__(self, index):
+            x, y = super().__getitem__(index)
+            return x, y, torch.tensor([os.getpid(), self.decoded])
+
+    table = load_table(synth_data, "train", need_rle=True)
+    cfg = tiny_config(preset="tiled")
+
+    ds = CountingTiles(table, cfg, length=16, seed=5)
+    order = EpochOrder(len(ds), seed=5)
+    loader = DataLoader(EpochKeyed(ds), batch_size=4, sampler=order, num_workers=1, persistent_workers=True)
+    reference = TileDataset(table, cfg, length=16, seed=5)
+    pooled = []
+    for epoch in range(3):
+        order.set_epoch(epoch)
+        keys = list(order)
+        pooled.append([(x, info) for x, _, info in loader])
+        reference.set_epoch(epoch)
+        want = torch.stack([reference[i][0] for e, i in keys])
+        assert {e for e, _ in keys} == {epoch}
+        assert torch.equal(torch.cat([x for x, _ in pooled[-1]]), want)
+    assert not torch.equal(pooled[0][0][0], pooled[1][0][0])
+    info = torch.cat([i for epoch in pooled for _, i in epoch])
+    assert len(set(info[:, 0].tolist())) == 1 and info[0, 0] != os.getpid()  # one worker, all run long
+    assert info[:, 1].max() <= len(table) < 48  # 48 tiles over 3 epochs, each image decoded at most once
+
+
+def test_epoch_order_shards_each_epoch_across_ranks():
+    from ftuseg.training.datasets import EpochOrder
+
+    ranks = [EpochOrder(10, seed=2, world_size=3, rank=r) for r in range(3)]
+    for epoch in (0, 1):
+        for r in ranks:
+            r.set_epoch(epoch)
+        keys = [list(r) for r in ranks]
+        assert all(len(k) == len(r) == 3 for k, r in zip(keys, ranks, strict=True))  # equal steps per rank
+        flat = [i for k in keys for e, i in k if e == epoch]
+        assert len(flat) == len(set(flat)) == 9 and set(flat) <= set(range(10))
+    single = EpochOrder(10, seed=2)
+    assert sorted(i for _, i in single) == list(range(10))
+    single.set_epoch(1)
+    assert [i for _, i in single] != [i for _, i in EpochOrder(10, seed=2)]

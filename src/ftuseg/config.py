@@ -116,7 +116,8 @@ class RunConfig:
                 "tile pixel, aligned with the image)"})
     amp: bool = field(default=True, metadata={
         "help": "training autocast: bf16/fp16 on CUDA, bf16 on CPUs with native bf16 (else fp32)"})
-    val_every: int = field(default=1, metadata={"help": "validate every N epochs (and after the last)"})
+    val_every: int = field(default=1, metadata={"help": "validate every N epochs (and after the last; 0: only "
+                                                        "after the last)"})
     # --- inference ----------------------------------------------------------------------------
     overlap: float = field(default=0.5, metadata={"help": "overlap of inference windows, fraction of a tile, 0-1"})
     blend: str = field(default="gaussian", metadata={"help": "window blending overlapping tiles: gaussian or cosine"})
@@ -143,6 +144,8 @@ class RunConfig:
             v = getattr(self, name)
             if v < 32 or v % 32:
                 raise FtusegError(f"config: {name} must be a multiple of 32 and >= 32, got {v}")
+        if self.val_every < 0:
+            raise FtusegError(f"config: val_every must be >= 0 (0: only after the last epoch), got {self.val_every}")
         if not 0 <= self.overlap < 1:
             raise FtusegError(f"config: overlap must be in [0, 1), got {self.overlap}")
         if self.target_mpp <= 0:

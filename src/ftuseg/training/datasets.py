@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ftuseg.config import RunConfig
 from ftuseg.inference.resample import resize_image, resize_mask, resize_target, scale_factor
@@ -196,3 +196,47 @@ def _pad_reflect(arr: np.ndarray, top: int, bottom: int, left: int, right: int) 
     mode = "reflect" if small > 1 and max(top, bottom, left, right) < small else "symmetric"
     return np.pad(arr, pads, mode=mode)
 
+
+class EpochKeyed(Dataset):
+    """``dataset[(epoch, i)]``: the item of epoch ``epoch``, set in whichever process reads it.
+
+    A loader with persistent workers then serves every epoch from one set of worker processes, whose copies of
+    the dataset keep their decoded images (TileDataset's cache) instead of decoding them again each epoch.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[i]
+
+
+class EpochOrder(Sampler):
+    """Each epoch's sample order as ``(epoch, index)`` keys for :class:`EpochKeyed`: a permutation drawn from
+    (``seed``, epoch) alone, or under DDP this rank's share (DistributedSampler's, every rank the same size)."""
+
+    def __init__(self, n: int, seed: int, world_size: int = 1, rank: int = 0):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.shard = (DistributedSampler(range(n), world_size, rank, shuffle=True, seed=seed, drop_last=True)
+                      if world_size > 1 else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.shard is not None:
+            self.shard.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.shard) if self.shard is not None else self.n
+
+    def __iter__(self):
+        if self.shard is not None:
+            order = list(self.shard)
+        else:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        return iter([(self.epoch, int(i)) for i in order])

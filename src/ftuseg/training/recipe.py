@@ -29,7 +29,10 @@ from ftuseg.errors import FtusegError
 # The whole recipe with it under the full protocol: recipe_folds_glands_decoder_lr.json.
 RECIPE_COMMON: dict[str, Any] = dict(
     encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet-lite0", batch_size=8, tiles_per_epoch=256,
-    lr=3e-3, encoder_lr_scale=1 / 3, val_every=4, infer_batch_size=8, epochs=100_000,
+    lr=3e-3, encoder_lr_scale=1 / 3, infer_batch_size=8, epochs=100_000,
+    # validation only after the last epoch: with the last checkpoint kept it only logs, and every 4 epochs it took
+    # 2-3% of the budget (benchmarks/results/train_throughput.json, between_epochs)
+    val_every=0,
     # the last checkpoint is kept (the inner split logs validation Dice and tunes post-processing): on folds 0-3 of
     # two full runs no last checkpoint scored more than 0.001 below the inner split's pick, which lost up to 6 points
     # when it picked a peak-LR epoch (benchmarks/results/checkpoint_choice.json); a window over the last 30% of the

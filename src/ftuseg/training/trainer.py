@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ftuseg.config import RunConfig
 from ftuseg.errors import FtusegError
@@ -26,7 +26,7 @@ from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
 from ftuseg.models.factory import build_model
 from ftuseg.training import distributed as D
 from ftuseg.training.augment import augment_batch
-from ftuseg.training.datasets import TileDataset, WholeImageDataset
+from ftuseg.training.datasets import EpochKeyed, EpochOrder, TileDataset, WholeImageDataset
 from ftuseg.training.evaluation import evaluate_images, save_oof  # moved there; callers still import them here
 from ftuseg.training.losses import BCEDiceLoss
 from ftuseg.training.lr_finder import LRFinderResult, lr_range_test, plot_lr_find
@@ -342,20 +342,17 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     epoch = start_epoch - 1
     stop = False
     best_written = state is not None and (run_dir / "best.pt").exists()
+    # one loader for the whole run: its workers persist, and with them their decoded images (a fresh loader per
+    # epoch forked fresh workers that decoded every image again)
+    order = EpochOrder(len(dataset), cfg.seed, info.world_size if info.enabled else 1, info.rank)
+    loader = DataLoader(
+        EpochKeyed(dataset), batch_size=cfg.batch_size, sampler=order, drop_last=per_rank >= cfg.batch_size,
+        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda",
+    )
     for epoch in range(start_epoch, cfg.epochs):
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
+        order.set_epoch(epoch)
         # augmentation draws differ per rank (rank 0 keeps the single-process stream)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1_000_003 * info.rank)
-        sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.seed,
-                                     drop_last=True) if info.enabled else None
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(
-            dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
-            drop_last=per_rank >= cfg.batch_size, num_workers=cfg.num_workers,
-            persistent_workers=False, pin_memory=device.type == "cuda",
-        )
         model.train()
         te = time.perf_counter()
         losses, seen = [], 0
@@ -396,7 +393,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         D.average_buffers(core, info)
         # selection window: only validations this far into the schedule may become best.pt (every epoch in it)
         in_window = progress_frac(now) >= cfg.select_after or last_epoch
-        if info.is_main and len(val_table) and ((epoch + 1) % cfg.val_every == 0 or last_epoch
+        if info.is_main and len(val_table) and ((cfg.val_every and (epoch + 1) % cfg.val_every == 0) or last_epoch
                                                  or (cfg.select_after > 0 and in_window)):
             scores, _ = evaluate_images(TorchTileFn(core, device, amp=cfg.amp), eval_cfg, val_table, progress=progress)
             val_dice = float(scores["dice"].mean())
@@ -427,6 +424,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
         D.barrier(info)
         if stop:  # budget or max_steps reached: this epoch is the last (and was checkpointed above)
             break
+    bar = loader = None  # its persistent workers (and their decoded images) go before scoring
 
     if info.is_main:
         write_run_info(run_dir, cfg, len(train_table), len(val_table), len(heldout_table),
