@@ -49,10 +49,9 @@ def child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, args.data, Path(tmp) / "run", progress=False, save_oof_probs=False)
     hist = res.history
-    tiles = [h["tiles_per_s"] * h["epoch_seconds"] for h in hist]
     secs = [h["epoch_seconds"] for h in hist]
     print(json.dumps({"ftuseg": str(Path(ftuseg.__file__).parents[1]), "steps": res.steps,
-                      "tiles_per_s": sum(tiles) / sum(secs), "augment_ms_per_batch": augment_ms,
+                      "tiles_per_s": res.steps * cfg.batch_size / sum(secs), "augment_ms_per_batch": augment_ms,
                       "tiles_per_s_per_epoch": [round(h["tiles_per_s"], 3) for h in hist],
                       "epoch_seconds": secs}))
 

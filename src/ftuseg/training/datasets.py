@@ -218,25 +218,19 @@ class EpochKeyed(Dataset):
 
 
 class EpochOrder(Sampler):
-    """Each epoch's sample order as ``(epoch, index)`` keys for :class:`EpochKeyed`: a permutation drawn from
-    (``seed``, epoch) alone, or under DDP this rank's share (DistributedSampler's, every rank the same size)."""
+    """Each epoch's sample order as ``(epoch, index)`` keys for :class:`EpochKeyed`: DistributedSampler's
+    permutation for (``seed``, epoch), this rank's share of it (every rank the same size; all of it in one process)."""
 
     def __init__(self, n: int, seed: int, world_size: int = 1, rank: int = 0):
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-        self.shard = (DistributedSampler(range(n), world_size, rank, shuffle=True, seed=seed, drop_last=True)
-                      if world_size > 1 else None)
+        self.epoch = 0
+        self.shard = DistributedSampler(range(n), world_size, rank, shuffle=True, seed=seed, drop_last=True)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        if self.shard is not None:
-            self.shard.set_epoch(epoch)
+        self.shard.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.shard) if self.shard is not None else self.n
+        return len(self.shard)
 
     def __iter__(self):
-        if self.shard is not None:
-            order = list(self.shard)
-        else:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
-        return iter([(self.epoch, int(i)) for i in order])
+        return iter([(self.epoch, int(i)) for i in self.shard])

@@ -344,7 +344,7 @@ def _train(cfg, data_dir, run_dir: Path, resume, progress, max_steps, save_oof_p
     best_written = state is not None and (run_dir / "best.pt").exists()
     # one loader for the whole run: its workers persist, and with them their decoded images (a fresh loader per
     # epoch forked fresh workers that decoded every image again)
-    order = EpochOrder(len(dataset), cfg.seed, info.world_size if info.enabled else 1, info.rank)
+    order = EpochOrder(len(dataset), cfg.seed, info.world_size, info.rank)
     loader = DataLoader(
         EpochKeyed(dataset), batch_size=cfg.batch_size, sampler=order, drop_last=per_rank >= cfg.batch_size,
         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda",
