@@ -53,6 +53,37 @@ def test_evaluate_truth_against_itself_is_one(synth_data, tmp_path, capsys):
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["mean_dice"] == 1.0 and all(v["mean_dice"] == 1.0 for v in s["by_organ"].values())
     assert set(s["by_data_source"]) <= {"HPA", "HuBMAP"}
+    o = s["objects"]
+    assert o["truth_objects"] > 0 and o["matched"] == o["truth_objects"] == o["pred_objects"]
+    assert o["missed"] == o["spurious"] == 0 and o["recall"] == o["precision"] == 1.0
+    assert "found" in out and "spurious" in out
+
+
+def test_evaluate_counts_missed_and_spurious_objects(synth_data, tmp_path):
+    """One true FTU left out and one false square added: one missed, one spurious, the rest found."""
+    import cv2
+
+    truth = pd.read_csv(synth_data / "test_solution.csv")
+    row = truth.iloc[0]
+    shape = (int(row["img_height"]), int(row["img_width"]))
+    mask = decode_rle(row["rle"], shape)
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    assert n >= 3  # at least two FTUs, so that some are still found
+    pred = (labels > 1).astype(np.uint8)  # object 1 left out
+    far = cv2.dilate(mask, np.ones((25, 25), np.uint8)) == 0
+    ys, xs = np.nonzero(far[:-12, :-12] & far[12:, 12:])
+    pred[ys[0]:ys[0] + 12, xs[0]:xs[0] + 12] = 1  # a square away from every true FTU
+    sub = truth[["id", "rle"]].copy()
+    sub.loc[0, "rle"] = encode_rle(pred)
+    sub.to_csv(tmp_path / "sub.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "sub.csv"), str(synth_data), "--json", str(tmp_path / "s.json"),
+                 "--per-image", str(tmp_path / "per.csv"), "-q"]) == 0
+    per = pd.read_csv(tmp_path / "per.csv").iloc[0]
+    assert (per["truth_objects"], per["matched"], per["missed"], per["spurious"]) == (n - 1, n - 2, 1, 1)
+    o = json.loads((tmp_path / "s.json").read_text())["objects"]
+    assert (o["missed"], o["spurious"]) == (1, 1)
+    organ = o["by_organ"][str(row["organ"])]
+    assert organ["missed"] == 1 and organ["recall"] < 1 and organ["precision"] < 1
 
 
 def test_evaluate_missing_prediction_counts_as_empty(synth_data, tmp_path):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ftuseg.errors import FtusegError
 from ftuseg.io.dataset import expected_shape, read_csv_checked
-from ftuseg.metrics import dice_breakdown, dice_score
+from ftuseg.metrics import dice_breakdown, dice_score, object_errors
 from ftuseg.rle import decode_rle
 
 
@@ -26,9 +26,29 @@ def resolve_truth_csv(path: str | os.PathLike) -> Path:
     return path
 
 
+OBJECT_COUNTS = ("truth_objects", "pred_objects", "matched", "missed", "spurious")
+
+
+def object_summary(per_image: pd.DataFrame) -> dict:
+    """Object counts summed over images, overall and by organ and data source, with recall (true objects
+    matched) and precision (predicted objects matched)."""
+    def sums(df: pd.DataFrame) -> dict:
+        out = {k: int(df[k].sum()) for k in OBJECT_COUNTS}
+        out["recall"] = out["matched"] / out["truth_objects"] if out["truth_objects"] else float("nan")
+        out["precision"] = out["matched"] / out["pred_objects"] if out["pred_objects"] else float("nan")
+        return out
+
+    summary = sums(per_image)
+    for col in ("organ", "data_source"):
+        groups = per_image.groupby(per_image[col].fillna("unknown").astype(str))
+        summary[f"by_{col}"] = {str(k): sums(g) for k, g in groups}
+    return summary
+
+
 def score_submission(submission: pd.DataFrame, truth: pd.DataFrame, truth_name: str = "truth",
                      submission_name: str = "submission") -> pd.DataFrame:
-    """Per-image Dice for every truth row; an image missing from the submission counts as empty.
+    """Per-image Dice for every truth row, with its FTUs found, missed and spurious (``object_errors``: objects
+    matched at IoU > 0.5); an image missing from the submission counts as empty.
 
     Errors name the file, the CSV row (header = row 1) and the id, so a hand-edited CSV is easy to fix.
     """
@@ -65,9 +85,11 @@ def score_submission(submission: pd.DataFrame, truth: pd.DataFrame, truth_name: 
                 f"{submission_name}: row {sub_row[image_id]} (id {image_id}): column rle: {exc} "
                 f"(image is {shape[0]}x{shape[1]})"
             ) from None
+        objects = object_errors(p, t)
         rows.append({"id": image_id, "organ": row.get("organ", "unknown"),
                      "data_source": row.get("data_source", "unknown"), "dice": dice_score(p, t),
-                     "pred_pixels": int(p.sum()), "true_pixels": int(t.sum()), "missing": image_id not in pred_rle})
+                     "pred_pixels": int(p.sum()), "true_pixels": int(t.sum()), "missing": image_id not in pred_rle,
+                     **{k: objects[k] for k in OBJECT_COUNTS}})
     return pd.DataFrame(rows)
 
 
@@ -79,16 +101,26 @@ def evaluate_files(submission_csv: str | os.PathLike, truth: str | os.PathLike) 
     per_image = score_submission(sub, tdf, truth_name=str(truth_csv), submission_name=str(submission_csv))
     summary = dice_breakdown(per_image)
     summary["missing_predictions"] = int(per_image["missing"].sum())
+    summary["objects"] = object_summary(per_image)
     summary["submission"] = str(submission_csv)
     summary["truth"] = str(truth_csv)
     return per_image, summary
 
 
 def format_summary(summary: dict) -> str:
-    """A plain-text table of mean Dice overall, by organ and by data source."""
-    lines = [f"{'group':<28}{'images':>8}{'dice':>10}", "-" * 46]
-    lines.append(f"{'all':<28}{summary['n_images']:>8}{summary['mean_dice']:>10.4f}")
+    """A plain-text table of mean Dice overall, by organ and by data source, with the FTUs found (matched at
+    IoU > 0.5), missed and spurious when the summary has object counts."""
+    objects = summary.get("objects")
+
+    def counts(o: dict | None) -> str:
+        return "" if o is None else f"{o['truth_objects']:>8}{o['matched']:>8}{o['missed']:>8}{o['spurious']:>10}"
+
+    head = f"{'group':<28}{'images':>8}{'dice':>10}" + ("" if objects is None else
+                                                     f"{'FTUs':>8}{'found':>8}{'missed':>8}{'spurious':>10}")
+    lines = [head, "-" * len(head),
+             f"{'all':<28}{summary['n_images']:>8}{summary['mean_dice']:>10.4f}" + counts(objects)]
     for key, title in (("by_organ", "organ"), ("by_data_source", "data_source")):
         for name, v in sorted(summary.get(key, {}).items()):
-            lines.append(f"{title + '=' + name:<28}{v['n_images']:>8}{v['mean_dice']:>10.4f}")
+            o = None if objects is None else objects[key].get(name)
+            lines.append(f"{title + '=' + name:<28}{v['n_images']:>8}{v['mean_dice']:>10.4f}" + counts(o))
     return "\n".join(lines)
