@@ -148,11 +148,13 @@ def trained_run(cfg, run_dir: Path) -> dict:
             "trained_on": info["machine"]}
 
 
-def rescore(thresholds, rows: pd.DataFrame, probs: dict[str, np.ndarray], records: list[dict]) -> list[dict]:
+def rescore(thresholds, rows: pd.DataFrame, probs: dict[str, np.ndarray], records: list[dict],
+            objects: bool = False) -> list[dict]:
     """``records`` (one per row of ``rows``, in order) with the Dice of ``probs`` (float, or uint8 in 1/255
-    steps) through ``thresholds``: each organ's threshold, minimum area and hole filling."""
+    steps) through ``thresholds``: each organ's threshold, minimum area and hole filling; with ``objects`` also
+    the image's ``ftuseg.metrics.object_errors`` terms."""
     from ftuseg.io.dataset import read_row_truth
-    from ftuseg.metrics import roi_dice
+    from ftuseg.metrics import object_errors, roi_dice
 
     out = []
     for rec, (_, row) in zip(records, rows.iterrows(), strict=True):
@@ -161,7 +163,7 @@ def rescore(thresholds, rows: pd.DataFrame, probs: dict[str, np.ndarray], record
             prob = prob.astype(np.float32) / 255
         truth, roi = read_row_truth(row, prob.shape)
         mask = thresholds.binarize(prob, row.get("organ"), float(row["pixel_size"]))
-        out.append({**rec, "dice": roi_dice(mask, truth, roi)})
+        out.append({**rec, "dice": roi_dice(mask, truth, roi), **(object_errors(mask, truth, roi) if objects else {})})
     return out
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import DEFAULT_DATA, machine, peak_rss_mib, write_json
+from _common import DEFAULT_DATA, machine, peak_rss_mib, rescore, write_json
 
 ERROR_TERMS = ("truth_objects", "pred_objects", "matched", "missed", "spurious",
                "tp_px", "fp_spurious_px", "fp_boundary_px", "fn_missed_px", "fn_boundary_px")
@@ -72,7 +72,6 @@ def fold_errors(data: Path, run_dir: Path, scoring: dict, tta: bool | str, overl
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.postprocess import Thresholds
     from ftuseg.io.dataset import read_row_image, read_row_truth
-    from ftuseg.metrics import object_errors, roi_dice
     from ftuseg.models.checkpoint import load_run_model
     from ftuseg.training.evaluation import evaluate_images
     from ftuseg.training.trainer import split_table
@@ -83,22 +82,17 @@ def fold_errors(data: Path, run_dir: Path, scoring: dict, tta: bool | str, overl
     thresholds = Thresholds(**scoring["thresholds"])
     recorded = {r["id"]: r["dice"] for r in scoring["per_image"]}
     _, probs = evaluate_images(TorchTileFn(model, "cpu", tta=tta), cfg, heldout, progress=True, keep_proba=True)
-    rows, masks = [], {}
-    for _, row in heldout.iterrows():
-        prob = probs[str(row["id"])]
-        truth, roi = read_row_truth(row, prob.shape)
-        pred = thresholds.binarize(prob, row.get("organ"), float(row["pixel_size"]))
-        terms = object_errors(pred, truth, roi)
-        rows.append({"id": str(row["id"]), "data_source": row.get("data_source"), "group": row.get("group"),
-                     "dice": roi_dice(pred, truth, roi),
-                     "recorded_dice": recorded.get(str(row["id"]), float("nan")),
-                     "dice_without_spurious": dice_of(terms, drop=("fp_spurious_px",)), **terms})
-        masks[str(row["id"])] = (pred, truth)
-    per = pd.DataFrame(rows)
+    records = [{"id": str(row["id"]), "data_source": row.get("data_source"), "group": row.get("group"),
+                "recorded_dice": recorded.get(str(row["id"]), float("nan"))} for _, row in heldout.iterrows()]
+    per = pd.DataFrame(rescore(thresholds, heldout, probs, records, objects=True))
+    per["dice_without_spurious"] = [dice_of(r, drop=("fp_spurious_px",)) for r in per.to_dict("records")]
     if overlays is not None:
-        for _, r in per.nsmallest(worst, "dice").iterrows():
-            row = heldout[heldout["id"].astype(str) == r["id"]].iloc[0]
-            write_overlay(overlays / f"{run_dir.name}-{r['id']}.png", read_row_image(row), *masks[r["id"]][::-1])
+        for i in per.nsmallest(worst, "dice").index:  # only these few are binarized again, to draw them
+            row = heldout.iloc[i]
+            prob = probs[str(row["id"])]
+            pred = thresholds.binarize(prob, row.get("organ"), float(row["pixel_size"]))
+            write_overlay(overlays / f"{run_dir.name}-{row['id']}.png", read_row_image(row),
+                          read_row_truth(row, prob.shape)[0], pred)
     return per, float((per["dice"] - per["recorded_dice"]).abs().max())
 
 
