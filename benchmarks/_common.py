@@ -59,8 +59,14 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool | str = False, res
                                save_probs=save_probs)}
 
 
+# inference settings a finished run can be scored under other than those it was trained with: its weights do not
+# depend on them (``trained_run`` lets them differ, ``score_run(..., inference=...)`` applies them)
+INFERENCE_ONLY = ("infer_tile_size",)
+
+
 def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: bool = False,
-              variants: tuple[tuple[str, str, str, bool | str], ...] = (), save_probs: Path | None = None) -> dict:
+              variants: tuple[tuple[str, str, str, bool | str], ...] = (), save_probs: Path | None = None,
+              inference: dict | None = None) -> dict:
     """Score a trained run's best checkpoint on its held-out fold, at threshold 0.5 (``no_tta``) and, with
     ``tta``, also with TTA (``tta``: True for flips, or ``"d4"``).
 
@@ -74,8 +80,10 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
 
     ``save_probs`` keeps each scoring's probabilities (uint8, 1/255 steps) as ``<save_probs>/<name>/<id>.npz``,
     the selection split's too under ``tune_post``, so that post-processing rules can be compared later
-    without predicting again (benchmarks/post_rules.py)."""
-    from dataclasses import asdict
+    without predicting again (benchmarks/post_rules.py).
+
+    ``inference`` overrides the run's ``INFERENCE_ONLY`` settings (e.g. ``{"infer_tile_size": 512}``)."""
+    from dataclasses import asdict, replace
 
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.threshold_tuning import tune_on_probs
@@ -85,6 +93,10 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     from ftuseg.training.trainer import evaluate_images, selection_split, split_table
 
     model, run_cfg = load_run_model(run_dir, "best")
+    if inference:
+        if unknown := set(inference) - set(INFERENCE_ONLY):
+            raise SystemExit(f"score_run: {', '.join(sorted(unknown))} change training, not only inference")
+        run_cfg = replace(run_cfg, **inference).validate()
     table, train_idx, val_idx = split_table(run_cfg, data)
     select_idx = selection_split(run_cfg, table, train_idx)[1] if tune_post else np.arange(0)
     if tune_post and len(select_idx) == 0:
@@ -139,7 +151,7 @@ def trained_run(cfg, run_dir: Path) -> dict:
         raise SystemExit(f"{run_dir}: not a finished run (config.yaml, best.pt, run_info.json with the steps "
                          "trained); train it first")
     saved, wanted = load_config(cfg_path).to_dict(), cfg.to_dict()
-    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    changed = sorted(k for k in wanted if saved.get(k) != wanted[k] and k not in INFERENCE_ONLY)
     if changed:
         diffs = ", ".join(f"{k}={saved.get(k)!r}, here {wanted[k]!r}" for k in changed)
         raise SystemExit(f"{run_dir}: trained with another config ({diffs})")

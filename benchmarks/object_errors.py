@@ -43,6 +43,13 @@ def dice_of(terms: dict, drop: tuple[str, ...] = ()) -> float:
     return 1.0 if total == 0 else 2 * terms["tp_px"] / total
 
 
+def worst_images(per_image: pd.DataFrame, n: int) -> list[dict]:
+    """The fold's ``n`` lowest-Dice images with their object counts: the ones the overlays draw."""
+    cols = ["id", "data_source", "group", "dice", "dice_without_spurious", "truth_objects", "matched", "missed",
+            "spurious", "tp_px", *ERROR_TERMS]
+    return per_image.nsmallest(n, "dice")[[c for c in dict.fromkeys(cols) if c in per_image]].to_dict("records")
+
+
 def summarise_errors(per_image: pd.DataFrame) -> dict:
     """Sums of the counts and pixel terms with the mean Dice, with and without spurious objects."""
     sums = {k: int(per_image[k].sum()) for k in ERROR_TERMS}
@@ -105,7 +112,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--folds", default=None, help="comma-separated folds (default: every fold in the JSON)")
     ap.add_argument("--overlays", type=Path, default=None, help="write the worst images' overlays here")
-    ap.add_argument("--worst", type=int, default=4, help="overlays per fold")
+    ap.add_argument("--worst", type=int, default=4, help="overlays per fold, and the images listed as worst_images")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -133,7 +140,8 @@ def main() -> None:
                              "same runs, or not the same machine's arithmetic")
         out["folds"][fold] = {"by_data_source": {str(k): summarise_errors(g) for k, g in per.groupby("data_source")},
                               "by_group": {str(k): summarise_errors(g) for k, g in per.groupby("group")},
-                              "max_dice_gap": gap, "per_image": per.to_dict("records")}
+                              "max_dice_gap": gap, "worst_images": worst_images(per, args.worst),
+                              "per_image": per.to_dict("records")}
         if int(fold) != results["locked_fold"]:
             pooled.append(per)
         print(f"fold {fold}: " + ", ".join(f"{k} {v['mean_dice']:.3f} ({v['spurious']} spurious, {v['missed']} "

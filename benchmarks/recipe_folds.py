@@ -24,7 +24,8 @@ The first two README runs were made while the recipe's kidney specialist was 384
 that recipe. The third is the candidate that replaced it (today's recipe; ``--set`` changes nothing now).
 
 ``--score-only`` trains nothing: it re-scores finished fold runs (refusing any whose config is not the recipe's
-under the given settings), e.g. with another TTA; the steps and seconds recorded are the runs' own.
+under the given settings, inference windows aside: those of today's recipe are used), e.g. with another TTA; the
+steps and seconds recorded are the runs' own.
 ``--save-probs`` keeps the probabilities it scores for benchmarks/post_rules.py.
 
 ``--tune-post`` tunes what the recipe tunes (``RECIPE_THRESHOLDS``: threshold 0.5 alone since
@@ -47,6 +48,7 @@ from accuracy import markdown_table, merge_specialists, pooled_row
 
 from _common import (
     DEFAULT_DATA,
+    INFERENCE_ONLY,
     RESULTS,
     machine,
     mean_std,
@@ -227,7 +229,9 @@ def main() -> None:
             score = dict(tta=tta, tune_post=args.tune_post, variants=variants(args.d4, args.ema),
                          save_probs=run_dir / "scored" if args.save_probs else None)
             if args.score_only:
-                res = {**trained_run(cfg, run_dir), **score_run(args.data, run_dir, **score)}
+                # a run trained before an inference setting of the recipe changed is scored with today's
+                inference = {f: getattr(cfg, f) for f in INFERENCE_ONLY}
+                res = {**trained_run(cfg, run_dir), **score_run(args.data, run_dir, **score, inference=inference)}
             else:
                 res = train_and_score(cfg, args.data, run_dir, **score)
             res["config"] = cfg.to_dict()

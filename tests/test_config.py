@@ -22,7 +22,8 @@ def test_yaml_then_overrides(tmp_path):
 @pytest.mark.parametrize("bad", [dict(image_size=500), dict(mode="x"), dict(overlap=1.0), dict(lr="fast"),
                                  dict(target_mpp=0), dict(fold=9), dict(tta="rot90"), dict(ema_decay=1.0),
                                  dict(tta_scales="0"), dict(tta_scales="1,1"), dict(tta_scales="big"),
-                                 dict(tta_scales=[]), dict(encoder_lr_scale=0), dict(encoder_lr_scale=11)])
+                                 dict(tta_scales=[]), dict(encoder_lr_scale=0), dict(encoder_lr_scale=11),
+                                 dict(infer_tile_size=100), dict(infer_tile_size=16)])
 def test_invalid_values_are_rejected(bad):
     with pytest.raises(FtusegError):
         make_config("seed-512", **bad)
@@ -96,3 +97,10 @@ def test_small_image_zoom_fills_the_tile_within_its_bounds():
     assert cfg.for_image("kidney", 1200, 1600, 1.0) is cfg
     with pytest.raises(FtusegError, match="small_image_zoom"):
         make_config("tiled", small_image_zoom=0.5)
+
+
+def test_inference_window_defaults_to_the_training_tile():
+    cfg = make_config("tiled", tile_size=256)
+    assert cfg.infer_tile() == 256 and cfg.infer_margin_px() == round(256 * cfg.infer_margin)
+    wide = make_config("tiled", tile_size=256, infer_tile_size=512, infer_margin=0.25)
+    assert wide.infer_tile() == 512 and wide.infer_margin_px() == 128

@@ -96,6 +96,49 @@ def test_array_and_file_take_the_same_route(tmp_path, min_area_um2):
     assert in_memory[101, 101] == (0 if min_area_um2 else 1)
 
 
+class ShapeRecorder(Stripes):
+    """The stripes stand-in, recording the shape of every batch of windows it is given."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        self.shapes.append(tiles.shape)
+        return super().__call__(tiles)
+
+
+def test_inference_windows_larger_than_the_training_tile_on_every_path(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    img = (rng.random((300, 260, 3)) * 100).astype(np.uint8)
+    img[120:200, 40:150, 0] = 250
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, img, photometric="rgb")
+    masks, windows = {}, {}
+    for infer_tile_size in (0, 128):
+        cfg = make_config("tiled", tile_size=64, target_mpp=1.0, organ_mpp={}, overlap=0.5, infer_batch_size=8,
+                          encoder="resnet18", infer_tile_size=infer_tile_size)
+        net = ShapeRecorder()
+        pred = Predictor([Member(net, cfg)])
+        masks[infer_tile_size] = pred.predict_mask(img, 0.5, "kidney")
+        side = cfg.infer_tile()
+        assert {s[1:3] for s in net.shapes} == {(side, side)}
+        windows[infer_tile_size] = sum(s[0] for s in net.shapes)
+        net.shapes.clear()
+        out = tmp_path / f"w{infer_tile_size}"
+        out.mkdir()
+        predict_slide(pred, path, out, SlideOptions(formats=("rle",), pixel_size=0.5, organ="kidney",
+                                                    tissue_detection=False))
+        assert {s[1:3] for s in net.shapes} == {(side, side)}
+        streamed = decode_rle(_sub(out / "img" / "rle.csv")["img"], img.shape[:2])
+        np.testing.assert_array_equal(masks[infer_tile_size], streamed)
+    assert windows[128] * 2 < windows[0]  # a quarter of the windows, give or take the border
+    # a per-pixel network's blended probability does not depend on the window
+    np.testing.assert_array_equal(masks[0], masks[128])
+    assert masks[128][160, 100] == 1 and masks[128][20, 20] == 0
+
+
 def test_untuned_organ_is_refused_the_same_way_in_memory_and_streamed(tmp_path):
     import tifffile
 

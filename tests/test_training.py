@@ -465,6 +465,8 @@ def test_recipe_config_is_the_pretrained_specialist_recipe():
     assert glands.lr * glands.encoder_lr_scale == pytest.approx(1e-3) and glands.lr == pytest.approx(3e-3)
     assert recipe_config("lung").lr == glands.lr and recipe_config("lung").encoder_lr_scale == glands.encoder_lr_scale
     assert glands.organs == ["largeintestine"] and glands.mpp_for("largeintestine") == 1.0
+    # glands predict through windows twice their training tile, at the same µm/px; kidney through its tile
+    assert glands.infer_tile() == 2 * glands.tile_size and kidney.infer_tile() == kidney.tile_size
     assert kidney.select_after == glands.select_after == 1.0  # the last checkpoint is kept
     assert recipe_config("lung").organs == ["lung"]
 

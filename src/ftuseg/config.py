@@ -124,6 +124,9 @@ class RunConfig:
     infer_margin: float = field(default=0.25, metadata={
         "help": "context reflect-padded around an image at inference, fraction of a tile (0: the minimal grid)"})
     infer_batch_size: int = field(default=8, metadata={"help": "tiles per batch at inference"})
+    infer_tile_size: int = field(default=0, metadata={
+        "help": "side of an inference window, px (0: tile_size). The network is fully convolutional: a larger "
+                "window sees more context and needs fewer windows, each at the same µm/px as training"})
     tta: bool | str = field(default=False, metadata={
         "help": "test-time augmentation at inference: false, true (flip: the 4 flips) or d4 (the 4 flips of the "
                 "tile and of its transpose: 8 passes)"})
@@ -144,6 +147,9 @@ class RunConfig:
             v = getattr(self, name)
             if v < 32 or v % 32:
                 raise FtusegError(f"config: {name} must be a multiple of 32 and >= 32, got {v}")
+        if self.infer_tile_size and (self.infer_tile_size < 32 or self.infer_tile_size % 32):
+            raise FtusegError(f"config: infer_tile_size must be 0 (tile_size) or a multiple of 32 and >= 32, "
+                              f"got {self.infer_tile_size}")
         if self.val_every < 0:
             raise FtusegError(f"config: val_every must be >= 0 (0: only after the last epoch), got {self.val_every}")
         if not 0 <= self.overlap < 1:
@@ -199,9 +205,13 @@ class RunConfig:
             raise FtusegError(f"config: target_resample must be nearest or area, got {self.target_resample!r}")
         return self
 
+    def infer_tile(self) -> int:
+        """Side of an inference window in network pixels: ``infer_tile_size``, or the training tile."""
+        return self.infer_tile_size or self.tile_size
+
     def infer_margin_px(self) -> int:
         """Reflect padding around an image at inference, in network pixels."""
-        return int(round(self.tile_size * self.infer_margin))
+        return int(round(self.infer_tile() * self.infer_margin))
 
     def mpp_for(self, organ: str | None) -> float:
         return float(self.organ_mpp.get(str(organ), self.target_mpp)) if organ is not None else self.target_mpp

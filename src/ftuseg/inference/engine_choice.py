@@ -50,7 +50,7 @@ def engine_key(cfg, tta: bool | str) -> str:
 
 def input_px(cfg) -> int:
     """Side of the network's input: a tile (tiled runs) or the resized whole image (the seed)."""
-    return cfg.tile_size if cfg.mode == "tiled" else cfg.image_size
+    return cfg.infer_tile() if cfg.mode == "tiled" else cfg.image_size
 
 
 def time_engines(engines: dict[str, TileFn], tiles: np.ndarray, calls: int = 3) -> dict[str, float]:

@@ -124,7 +124,7 @@ def member_window_proba(member: Member, image: np.ndarray, pixel_size: float | N
     for mpp in cfg.scaled_mpps(organ):
         scaled = resize_image(image, scaled_shape(h, w, scale_factor(pixel_size, mpp)))
         keep_fn = keep_for(scaled.shape[:2]) if keep_for is not None else None
-        prob_s, t, s = blended_windows(member.tile_fn, scaled, cfg.tile_size, cfg.overlap, cfg.infer_batch_size,
+        prob_s, t, s = blended_windows(member.tile_fn, scaled, cfg.infer_tile(), cfg.overlap, cfg.infer_batch_size,
                                        cfg.blend, margin=cfg.infer_margin_px(), keep_fn=keep_fn)
         prob = _to_extent(prob_s, extent, out_box) if extent is not None else _to_grid(prob_s, (h, w), out_box)
         total, skipped = total + t, skipped + s
@@ -175,7 +175,7 @@ class RegionPredictor:
         for m in self.members:  # one network tile of context at each model's resolution (its coarsest scale)
             if m.cfg.mode == "tiled" and pixel_size is not None:
                 coarsest = max(m.cfg.scaled_mpps(organ))
-                self.halo = max(self.halo, math.ceil(m.cfg.tile_size / scale_factor(pixel_size, coarsest)))
+                self.halo = max(self.halo, math.ceil(m.cfg.infer_tile() / scale_factor(pixel_size, coarsest)))
         whole = [m for m in self.members if m.cfg.mode != "tiled"]
         self.level, self.level_downsample = self._pyramid_level(whole)
         if n_regions > 1 and whole:
@@ -254,7 +254,7 @@ class RegionPredictor:
             if m.cfg.mode == "tiled":
                 for mpp in m.cfg.scaled_mpps(self.organ):
                     sh, sw = scaled_shape(rb[3], rb[2], scale_factor(self.pixel_size, mpp))
-                    total += tile_count(sh, sw, m.cfg.tile_size, m.cfg.overlap, m.cfg.infer_margin_px())
+                    total += tile_count(sh, sw, m.cfg.infer_tile(), m.cfg.overlap, m.cfg.infer_margin_px())
             else:
                 total += 1
         return total

@@ -222,7 +222,7 @@ def package_run(
         mpp_line = "; ".join(f"{o} {v:g} µm/px (a {zoo_cfg.tile_size} px tile spans {zoo_cfg.tile_size * v / 1000:.2f} "
                              "mm)" for o, v in mpp.items())
         mpp_line += ". Each image is resampled to it from its own pixel size (metadata, CSV or --pixel-size)"
-        inference = (f"{zoo_cfg.blend}-blended sliding windows of {zoo_cfg.tile_size} px, "
+        inference = (f"{zoo_cfg.blend}-blended sliding windows of {zoo_cfg.infer_tile()} px, "
                      f"{zoo_cfg.overlap:.0%} overlap; flip TTA with --tta")
     else:
         mpp_line = f"none: the whole image is resized to {zoo_cfg.image_size} x {zoo_cfg.image_size} px"
