@@ -64,6 +64,21 @@ def train_and_score(cfg, data: Path, run_dir: Path, tta: bool | str = False, res
 INFERENCE_ONLY = ("infer_tile_size",)
 
 
+def scored_model(run_dir: Path, inference: dict | None = None):
+    """A finished run's best model and config, with ``inference`` (``INFERENCE_ONLY`` settings, e.g. those a
+    results JSON recorded for the run) in place of the run's own."""
+    from dataclasses import replace
+
+    from ftuseg.models.checkpoint import load_run_model
+
+    model, cfg = load_run_model(run_dir, "best")
+    if inference:
+        if unknown := set(inference) - set(INFERENCE_ONLY):
+            raise SystemExit(f"{run_dir}: {', '.join(sorted(unknown))} change training, not only inference")
+        cfg = replace(cfg, **inference).validate()
+    return model, cfg
+
+
 def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: bool = False,
               variants: tuple[tuple[str, str, str, bool | str], ...] = (), save_probs: Path | None = None,
               inference: dict | None = None) -> dict:
@@ -83,7 +98,7 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     without predicting again (benchmarks/post_rules.py).
 
     ``inference`` overrides the run's ``INFERENCE_ONLY`` settings (e.g. ``{"infer_tile_size": 512}``)."""
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.threshold_tuning import tune_on_probs
@@ -92,11 +107,7 @@ def score_run(data: Path, run_dir: Path, tta: bool | str = False, tune_post: boo
     from ftuseg.training.recipe import RECIPE_THRESHOLDS
     from ftuseg.training.trainer import evaluate_images, selection_split, split_table
 
-    model, run_cfg = load_run_model(run_dir, "best")
-    if inference:
-        if unknown := set(inference) - set(INFERENCE_ONLY):
-            raise SystemExit(f"score_run: {', '.join(sorted(unknown))} change training, not only inference")
-        run_cfg = replace(run_cfg, **inference).validate()
+    model, run_cfg = scored_model(run_dir, inference)
     table, train_idx, val_idx = split_table(run_cfg, data)
     select_idx = selection_split(run_cfg, table, train_idx)[1] if tune_post else np.arange(0)
     if tune_post and len(select_idx) == 0:

@@ -23,18 +23,17 @@ from pathlib import Path
 import pandas as pd
 from recipe_folds import LOCKED_FOLD
 
-from _common import DEFAULT_DATA, machine, peak_rss_mib, write_json
+from _common import DEFAULT_DATA, machine, peak_rss_mib, scored_model, write_json
 
 
 def score_sizes(run_dir: Path, data: Path, sizes: list[int], tta: str) -> dict[str, dict]:
     """Per window size: the held-out images' Dice (threshold 0.5) and the seconds predicting them took (in the
     order given: the caller alternates it so that no size always pays the first call's warm-up)."""
     from ftuseg.inference.engine import TorchTileFn
-    from ftuseg.models.checkpoint import load_run_model
     from ftuseg.training.evaluation import evaluate_images
     from ftuseg.training.trainer import split_table
 
-    model, run_cfg = load_run_model(run_dir, "best")
+    model, run_cfg = scored_model(run_dir)
     table, _, val_idx = split_table(run_cfg, data)
     heldout = table.iloc[val_idx]
     tile_fn = TorchTileFn(model, "cpu", tta=tta)
@@ -68,13 +67,13 @@ def summarise(results: dict, sizes: list[int]) -> dict:
             "predict_seconds": float(times.loc[times["size"] == size, "seconds"].sum()),
         }
     per_fold = df.groupby(["run", "fold", "data_source", "size"])["dice"].mean().unstack("size")
+    secs = times.pivot_table(index=["run", "fold"], columns="size", values="seconds")
     for size in sizes[1:]:
         delta = per_fold[size] - per_fold[sizes[0]]
         summary["by_size"][str(size)]["fold_delta_by_source"] = {
             str(s): {"per_fold": [float(x) for x in v], "mean": float(v.mean()), "folds_up": int((v > 0).sum()),
                      "folds_down": int((v < 0).sum())}
             for s, v in delta.groupby(level="data_source")}
-        secs = times.pivot_table(index=["run", "fold"], columns="size", values="seconds")
         summary["by_size"][str(size)]["time_ratio"] = float(secs[size].sum() / secs[sizes[0]].sum())
     return summary
 

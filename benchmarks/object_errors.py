@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import DEFAULT_DATA, machine, peak_rss_mib, rescore, write_json
+from _common import DEFAULT_DATA, INFERENCE_ONLY, machine, peak_rss_mib, rescore, scored_model, write_json
 
 ERROR_TERMS = ("truth_objects", "pred_objects", "matched", "missed", "spurious",
                "tp_px", "fp_spurious_px", "fp_boundary_px", "fn_missed_px", "fn_boundary_px")
@@ -45,9 +45,8 @@ def dice_of(terms: dict, drop: tuple[str, ...] = ()) -> float:
 
 def worst_images(per_image: pd.DataFrame, n: int) -> list[dict]:
     """The fold's ``n`` lowest-Dice images with their object counts: the ones the overlays draw."""
-    cols = ["id", "data_source", "group", "dice", "dice_without_spurious", "truth_objects", "matched", "missed",
-            "spurious", "tp_px", *ERROR_TERMS]
-    return per_image.nsmallest(n, "dice")[[c for c in dict.fromkeys(cols) if c in per_image]].to_dict("records")
+    cols = ["id", "data_source", "group", "dice", "dice_without_spurious", *ERROR_TERMS]
+    return per_image.nsmallest(n, "dice")[cols].to_dict("records")
 
 
 def summarise_errors(per_image: pd.DataFrame) -> dict:
@@ -73,17 +72,18 @@ def write_overlay(path: Path, image: np.ndarray, truth: np.ndarray, pred: np.nda
 
 
 def fold_errors(data: Path, run_dir: Path, scoring: dict, tta: bool | str, overlays: Path | None,
-                worst: int) -> tuple[pd.DataFrame, float]:
-    """Per-image object errors of one fold run's held-out images, re-predicted as ``scoring`` was; and the
-    largest difference from the Dice ``scoring`` recorded."""
+                worst: int, spec_config: dict | None = None) -> tuple[pd.DataFrame, float]:
+    """Per-image object errors of one fold run's held-out images, re-predicted as ``scoring`` was (with the
+    specialist's recorded ``spec_config``); and the largest difference from the Dice ``scoring`` recorded."""
     from ftuseg.inference.engine import TorchTileFn
     from ftuseg.inference.postprocess import Thresholds
     from ftuseg.io.dataset import read_row_image, read_row_truth
-    from ftuseg.models.checkpoint import load_run_model
     from ftuseg.training.evaluation import evaluate_images
     from ftuseg.training.trainer import split_table
 
-    model, cfg = load_run_model(run_dir, "best")
+    # the inference settings the JSON scored with (a run re-scored after the recipe's window changed)
+    recorded_cfg = spec_config or {}
+    model, cfg = scored_model(run_dir, {f: recorded_cfg[f] for f in INFERENCE_ONLY if f in recorded_cfg})
     table, _, val_idx = split_table(cfg, data)
     heldout = table.iloc[val_idx]
     thresholds = Thresholds(**scoring["thresholds"])
@@ -134,7 +134,7 @@ def main() -> None:
         if spec is None or args.scoring not in spec:
             raise SystemExit(f"{args.results}: fold {fold} has no {args.family} specialist scored {args.scoring!r}")
         per, gap = fold_errors(args.data, args.runs / f"{args.family}-fold{fold}", spec[args.scoring], tta,
-                               args.overlays, args.worst)
+                               args.overlays, args.worst, spec.get("config"))
         if gap > 1e-6:
             raise SystemExit(f"fold {fold}: re-predicted Dice differs from {args.results} by {gap:.4f}: not the "
                              "same runs, or not the same machine's arithmetic")

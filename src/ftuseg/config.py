@@ -122,7 +122,8 @@ class RunConfig:
     overlap: float = field(default=0.5, metadata={"help": "overlap of inference windows, fraction of a tile, 0-1"})
     blend: str = field(default="gaussian", metadata={"help": "window blending overlapping tiles: gaussian or cosine"})
     infer_margin: float = field(default=0.25, metadata={
-        "help": "context reflect-padded around an image at inference, fraction of a tile (0: the minimal grid)"})
+        "help": "context reflect-padded around an image at inference, fraction of an inference window "
+                "(0: the minimal grid)"})
     infer_batch_size: int = field(default=8, metadata={"help": "tiles per batch at inference"})
     infer_tile_size: int = field(default=0, metadata={
         "help": "side of an inference window, px (0: tile_size). The network is fully convolutional: a larger "
